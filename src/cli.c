@@ -1,0 +1,339 @@
+/* cli.c: command-line front end.
+ *
+ *   zerofs-fuse [mount] [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT
+ *   zerofs-fuse mkfs [-c CONFIG] [-o OPTIONS]
+ *
+ * Settings come from the option table (cfg.h): defaults, then the config
+ * file, then -o.  Options that are not ours go to FUSE as mount options. */
+#include "config.h"
+
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "cfg.h"
+#include "cli.h"
+#include "common/util.h"
+#include "fs/fs.h"
+#include "fuse/zfuse.h"
+#include "log.h"
+
+struct cli {
+	struct cfg cfg;
+	char *fuse_opts; /* options for FUSE, comma-separated */
+	const char *mountpoint;
+	int foreground;
+	int debug;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage:\n"
+		   "  zerofs-fuse [mount] [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n"
+		   "  zerofs-fuse mkfs [-c CONFIG] [-o OPTIONS]\n"
+		   "\n"
+		   "Mounts an object store as a POSIX filesystem; mkfs makes a new one.\n"
+		   "\n"
+		   "  -f           stay in the foreground\n"
+		   "  -d           debug: foreground, FUSE requests logged\n"
+		   "  -c CONFIG    read settings from a libconfig file\n"
+		   "  -o OPTIONS   comma-separated settings (below) and mount options\n"
+		   "  -h, --help   this text\n"
+		   "  -V, --version\n"
+		   "\nSettings (config file keys and -o options):\n");
+	cfg_print_help(f);
+	fprintf(f, "\nThe password comes from password_file, $ZEROFS_PASSWORD or the terminal.\n"
+		   "See zerofs-fuse(8).\n");
+}
+
+static int append_opts(char **all, const char *more)
+{
+	if (!more || !*more)
+		return 0;
+	char *n = NULL;
+	if (asprintf(&n, "%s%s%s", *all ? *all : "", *all && **all ? "," : "", more) < 0)
+		return -ENOMEM;
+	free(*all);
+	*all = n;
+	return 0;
+}
+
+/* Parse argv after the subcommand.  Returns 0, 1 (exit 0: help/version
+ * printed) or -1 (error printed). */
+static int parse_args(struct cli *c, int argc, char **argv, int want_mountpoint)
+{
+	static const struct option longopts[] = {
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *config = NULL;
+	char *opts = NULL;
+	int ch;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+fdc:o:hV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'f':
+			c->foreground = 1;
+			break;
+		case 'd':
+			c->debug = c->foreground = 1;
+			break;
+		case 'c':
+			config = optarg;
+			break;
+		case 'o':
+			if (append_opts(&opts, optarg) < 0)
+				return -1;
+			break;
+		case 'h':
+			usage(stdout);
+			free(opts);
+			return 1;
+		case 'V':
+			printf("zerofs-fuse %s\n", PACKAGE_VERSION);
+			free(opts);
+			return 1;
+		default:
+			usage(stderr);
+			free(opts);
+			return -1;
+		}
+	}
+	char err[512];
+	if (config && cfg_load_file(&c->cfg, config, err, sizeof(err)) < 0) {
+		fprintf(stderr, "zerofs-fuse: %s\n", err);
+		free(opts);
+		return -1;
+	}
+	if (opts && cfg_parse_opts(&c->cfg, opts, &c->fuse_opts, err, sizeof(err)) < 0) {
+		fprintf(stderr, "zerofs-fuse: %s\n", err);
+		free(opts);
+		return -1;
+	}
+	free(opts);
+	if (want_mountpoint) {
+		if (optind != argc - 1) {
+			fprintf(stderr, "zerofs-fuse: %s\n",
+				optind >= argc ? "no mountpoint given" : "too many arguments");
+			usage(stderr);
+			return -1;
+		}
+		c->mountpoint = argv[optind];
+	} else if (optind != argc) {
+		fprintf(stderr, "zerofs-fuse: unexpected argument '%s'\n", argv[optind]);
+		return -1;
+	}
+	return 0;
+}
+
+static int log_level_of(const char *name)
+{
+	if (strcmp(name, "error") == 0)
+		return LOG_ERR;
+	if (strcmp(name, "warning") == 0)
+		return LOG_WARNING;
+	if (strcmp(name, "debug") == 0)
+		return LOG_DEBUG;
+	return LOG_INFO;
+}
+
+static char *prompt(const char *what)
+{
+	int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	struct termios old, noecho;
+	int have_tty = tcgetattr(fd, &old) == 0;
+	if (have_tty) {
+		noecho = old;
+		noecho.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(fd, TCSAFLUSH, &noecho);
+	}
+	dprintf(fd, "%s: ", what);
+	char buf[1024];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	if (have_tty)
+		tcsetattr(fd, TCSAFLUSH, &old);
+	dprintf(fd, "\n");
+	close(fd);
+	if (n <= 0)
+		return NULL;
+	buf[n] = 0;
+	buf[strcspn(buf, "\r\n")] = 0;
+	return strdup(buf);
+}
+
+/* The password: password_file, $ZEROFS_PASSWORD, or the terminal (twice
+ * when confirm is set).  NULL after printing why. */
+static char *get_password(const struct cfg *cfg, int confirm)
+{
+	char *pw = NULL;
+	if (cfg->password_file) {
+		size_t len;
+		int rc = util_read_file(cfg->password_file, (void **)&pw, &len);
+		if (rc < 0) {
+			fprintf(stderr, "zerofs-fuse: cannot read password_file %s: %s\n",
+				cfg->password_file, strerror(-rc));
+			return NULL;
+		}
+		pw[strcspn(pw, "\r\n")] = 0;
+	} else if (getenv("ZEROFS_PASSWORD")) {
+		pw = strdup(getenv("ZEROFS_PASSWORD"));
+	} else {
+		pw = prompt("Password");
+		if (!pw) {
+			fprintf(stderr, "zerofs-fuse: no password: set password_file or "
+					"ZEROFS_PASSWORD, or run on a terminal\n");
+			return NULL;
+		}
+		if (confirm) {
+			CLEANUP_FREE char *again = prompt("Password again");
+			if (!again || strcmp(again, pw) != 0) {
+				fprintf(stderr, "zerofs-fuse: the passwords differ\n");
+				free(pw);
+				return NULL;
+			}
+		}
+	}
+	if (pw && !*pw) {
+		fprintf(stderr, "zerofs-fuse: the password is empty\n");
+		free(pw);
+		return NULL;
+	}
+	return pw;
+}
+
+static void wipe_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+/* Fork; the parent waits until the child reports that it has mounted (or
+ * failed) and exits with that status, so "zerofs-fuse MNT" returns only
+ * once the mount is usable, and errors reach the terminal. */
+static int daemon_start(int *report_fd)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		perror("zerofs-fuse: pipe");
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid < 0) {
+		perror("zerofs-fuse: fork");
+		return -1;
+	}
+	if (pid > 0) {
+		close(p[1]);
+		char status = 1;
+		if (read(p[0], &status, 1) != 1)
+			status = 1;
+		_exit(status);
+	}
+	close(p[0]);
+	setsid();
+	*report_fd = p[1];
+	return 0;
+}
+
+static void daemon_ready(int fd, int status)
+{
+	if (fd < 0)
+		return;
+	char s = (char)status;
+	if (write(fd, &s, 1) != 1)
+		log_error("could not report to the parent process: %m");
+	close(fd);
+	if (status == 0) {
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+			if (null > STDERR_FILENO)
+				close(null);
+		}
+	}
+}
+
+static int cmd_mount(struct cli *c)
+{
+	log_init("zerofs-fuse", 0, log_level_of(c->cfg.log_level));
+	if (zfuse_check_mountpoint(c->mountpoint) < 0)
+		return 1;
+	char *pw = get_password(&c->cfg, 0);
+	if (!pw)
+		return 1;
+	int report = -1;
+	if (!c->foreground && daemon_start(&report) < 0) {
+		wipe_free(pw);
+		return 1;
+	}
+	struct fs *fs = fs_open(&c->cfg, pw, 1);
+	wipe_free(pw);
+	if (!fs) {
+		daemon_ready(report, 1);
+		return 1;
+	}
+	struct zfuse *zf = zfuse_mount(fs, &c->cfg, c->mountpoint, c->fuse_opts, c->debug);
+	if (!zf) {
+		fs_close(fs);
+		daemon_ready(report, 1);
+		return 1;
+	}
+	log_info("mounted on %s", c->mountpoint);
+	if (report >= 0) {
+		daemon_ready(report, 0);
+		log_init("zerofs-fuse", 1, log_level_of(c->cfg.log_level));
+	}
+	int rc = zfuse_loop(zf, &c->cfg);
+	zfuse_free(zf);
+	int crc = fs_close(fs);
+	if (crc == 0)
+		log_info("unmounted %s; all data is in the store", c->mountpoint);
+	return rc < 0 || crc < 0 ? 1 : 0;
+}
+
+static int cmd_mkfs(struct cli *c)
+{
+	log_init("zerofs-fuse", 0, log_level_of(c->cfg.log_level));
+	char *pw = get_password(&c->cfg, 1);
+	if (!pw)
+		return 1;
+	int rc = fs_mkfs(&c->cfg, pw);
+	wipe_free(pw);
+	return rc < 0 ? 1 : 0;
+}
+
+int cli_main(int argc, char **argv)
+{
+	struct cli c = {0};
+	if (cfg_init(&c.cfg) < 0) {
+		fprintf(stderr, "zerofs-fuse: out of memory\n");
+		return 1;
+	}
+	const char *cmd = "mount";
+	if (argc > 1 && (strcmp(argv[1], "mount") == 0 || strcmp(argv[1], "mkfs") == 0)) {
+		cmd = argv[1];
+		argv++;
+		argc--;
+	}
+	int is_mount = strcmp(cmd, "mount") == 0;
+	int rc = parse_args(&c, argc, argv, is_mount);
+	if (rc == 0)
+		rc = is_mount ? cmd_mount(&c) : cmd_mkfs(&c);
+	else
+		rc = rc > 0 ? 0 : 1;
+	free(c.fuse_opts);
+	cfg_free(&c.cfg);
+	return rc;
+}

@@ -1,0 +1,100 @@
+/* codec.h: how bytes are sealed before they reach the object store.
+ *
+ * A frame is   nonce[24] | XChaCha20-Poly1305(header[5] | payload) | tag[16]
+ * where header = flags (1 byte: SEAL_FLAG_LZ4 when the payload is lz4
+ * compressed) and the plaintext length (u32 le).  The caller supplies the
+ * associated data, which binds a frame to where it belongs (segment, frame
+ * number, inode, block): a frame copied elsewhere fails authentication.
+ *
+ * The data key is random (32 bytes) and is stored only wrapped by a key
+ * derived from the password with Argon2id, in the key object (zerofs.key):
+ *
+ *   magic "ZEROFSK1" | version u32 | opslimit u64 | memlimit u64 |
+ *   salt[16] | fsid[16] | nonce[24] | wrapped key (32 + 16 tag)
+ *
+ * (132 bytes) with the first 60 bytes (magic..fsid) as associated data of the
+ * wrapping.
+ *
+ * Locking: no shared state; every function is thread-safe.  seal_init must
+ * run once before the others. */
+#ifndef ZEROFS_CODEC_H
+#define ZEROFS_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define SEAL_KEY_BYTES 32
+#define SEAL_NONCE_BYTES 24
+#define SEAL_TAG_BYTES 16
+#define SEAL_HDR_BYTES 5
+#define SEAL_FSID_BYTES 16
+#define SEAL_FLAG_LZ4 0x01
+#define SEAL_KEYFILE_VERSION 1
+#define SEAL_KEYFILE_BYTES 132
+
+struct seal_key {
+	unsigned char k[SEAL_KEY_BYTES];
+};
+
+/* Argon2id cost. */
+struct seal_kdf {
+	uint64_t opslimit;
+	uint64_t memlimit;
+};
+
+/* 0 or -errno (libsodium could not initialise). */
+int seal_init(void);
+
+/* Default KDF cost (libsodium INTERACTIVE: ops 2, 64 MiB) and the minimum
+ * (ops 1, 8 KiB: for tests only, selected by kdf="min"). */
+struct seal_kdf seal_kdf_default(void);
+struct seal_kdf seal_kdf_min(void);
+
+/* Make a new random data key and its key object wrapped by the password.
+ * out must hold SEAL_KEYFILE_BYTES.  fsid receives a new random filesystem id.
+ * 0 or -errno. */
+int seal_keyfile_create(const char *password, size_t pwlen, struct seal_kdf kdf,
+			struct seal_key *key, uint8_t fsid[SEAL_FSID_BYTES],
+			uint8_t out[SEAL_KEYFILE_BYTES]);
+
+/* Unwrap the data key from a key object.  Returns 0, -EINVAL when blob is not
+ * a key object (bad magic or size), -EPROTONOSUPPORT when its version is
+ * newer than this program's, -EACCES when the password is wrong. */
+int seal_keyfile_open(const void *blob, size_t len, const char *password, size_t pwlen,
+		      struct seal_key *key, uint8_t fsid[SEAL_FSID_BYTES]);
+
+/* Re-wrap the same data key under a new password (new salt and nonce); the
+ * fsid and data key stay.  out must hold SEAL_KEYFILE_BYTES.  0 or -errno
+ * (-EACCES if the old password is wrong). */
+int seal_keyfile_rewrap(const void *blob, size_t len, const char *oldpw, size_t oldlen,
+			const char *newpw, size_t newlen, struct seal_kdf kdf,
+			uint8_t out[SEAL_KEYFILE_BYTES]);
+
+/* Largest frame that seal_frame_encode can produce for plen plaintext bytes. */
+size_t seal_frame_bound(size_t plen);
+
+/* Seal plen bytes of plain into out (capacity outcap >= seal_frame_bound(plen)).
+ * lz4-compresses first when compress is set and the result is smaller; stores
+ * the bytes raw otherwise.  Returns the frame length or -errno. */
+ssize_t seal_frame_encode(const struct seal_key *key, const void *ad, size_t adlen,
+			  const void *plain, size_t plen, void *out, size_t outcap,
+			  int compress);
+
+/* Open a frame.  frame is used as scratch and is clobbered.  Writes the
+ * plaintext into out (capacity outcap) and returns its length; -EBADMSG when
+ * authentication fails or the frame is malformed (never partial output),
+ * -EOVERFLOW when outcap is too small. */
+ssize_t seal_frame_decode(const struct seal_key *key, const void *ad, size_t adlen,
+			  void *frame, size_t flen, void *out, size_t outcap);
+
+/* Associated data for a data frame: 32 bytes (segment, frame number, inode,
+ * block), little-endian. */
+#define SEAL_AD_BYTES 32
+void seal_ad_data(uint8_t ad[SEAL_AD_BYTES], uint64_t seg, uint32_t frame, uint64_t ino,
+		  uint64_t blk);
+/* Associated data for a metadata object: kind ('L' log, 'C' checkpoint,
+ * 'T' segment trailer) and sequence number or segment id. */
+void seal_ad_meta(uint8_t ad[SEAL_AD_BYTES], char kind, uint64_t seq);
+
+#endif

@@ -1,0 +1,29 @@
+/* bcache.h: the memory cache of decoded blocks, keyed by where their frame
+ * is stored (segment id, frame offset).  Frames are immutable, so an entry
+ * never goes stale and nothing is ever invalidated: entries only age out
+ * (LRU) when the cache is full.
+ *
+ * Locking: the cache has its own mutex; every function is thread-safe and
+ * may be called with or without the fs lock held. */
+#ifndef ZEROFS_BCACHE_H
+#define ZEROFS_BCACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct bcache;
+
+/* capacity: how many blocks of block_size bytes it may hold (>= 1). */
+struct bcache *bcache_new(size_t capacity, size_t block_size);
+void bcache_free(struct bcache *c);
+/* Copy len bytes at off of the cached block into out.  Returns the block's
+ * plaintext length, or -ENOENT on a miss. */
+ssize_t bcache_get(struct bcache *c, uint64_t seg, uint32_t foff, void *out, size_t off,
+		   size_t len);
+/* Insert (or refresh) a block of plen bytes. */
+void bcache_put(struct bcache *c, uint64_t seg, uint32_t foff, const void *plain, size_t plen);
+/* Whether a block is cached (no LRU update). */
+int bcache_has(struct bcache *c, uint64_t seg, uint32_t foff);
+void bcache_counts(struct bcache *c, uint64_t *hits, uint64_t *misses);
+
+#endif

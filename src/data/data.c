@@ -1,0 +1,903 @@
+/* data.c: the dirty block buffer, the segment packer and uploader, and the
+ * read path.  See data.h for the block state machine and the locking rule
+ * (the caller holds the fs lock; store I/O drops it). */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "data/bcache.h"
+#include "data/data.h"
+#include "log.h"
+
+#include <sodium.h>
+
+/* A block being modified in memory. */
+struct dbuf {
+	uint64_t ino, blk;
+	uint32_t len; /* bytes of the block that hold data; the rest is zero */
+	struct dbuf *hnext;
+	struct dbuf *prev, *next; /* all dirty buffers, oldest first */
+	uint8_t *buf;
+};
+
+struct trailer_ent {
+	uint64_t ino, blk;
+	uint32_t off, len, plen;
+};
+
+/* A segment that is not yet stored: the open one, or sealed and waiting for
+ * (or in) upload. */
+struct seg {
+	uint64_t id;
+	uint64_t sealno; /* order of sealing; 0 while open */
+	uint8_t *buf;
+	size_t len, cap;
+	struct trailer_ent *ents;
+	uint32_t nents, entcap;
+	int uploading;
+	int failures;
+	uint64_t fail_since_ns; /* first failure of the current run, 0 if none */
+	uint64_t retry_at_ns;   /* no new attempt before this */
+	struct seg *next;
+};
+
+#define DIRTY_BUCKETS 4096
+#define RUN_MAX 16 /* frames fetched in one ranged read */
+
+struct data {
+	struct store *st;
+	struct seal_key key;
+	struct idx *ix;
+	pthread_mutex_t *lock;
+	struct data_params p;
+
+	struct dbuf *dirty_hash[DIRTY_BUCKETS];
+	struct dbuf *dirty_head, *dirty_tail;
+	struct dbuf *dbuf_pool;
+	uint64_t dirty_bytes;
+
+	struct seg *open;
+	struct seg *sealed_head, *sealed_tail; /* in sealing order */
+	struct seg *seg_pool;
+	uint32_t next_seg;
+	uint64_t sealno;
+	uint64_t pending_bytes, pending_limit;
+
+	pthread_cond_t work;  /* sealed segments to upload, or stop */
+	pthread_cond_t done;  /* a segment was stored or failed */
+	pthread_cond_t space; /* pending bytes fell */
+	pthread_t *uploaders;
+	int nuploaders;
+	int stop;
+
+	struct bcache *cache;
+	uint64_t segments_stored, store_errors;
+};
+
+static __thread uint8_t *tls_frame;   /* one frame of scratch */
+static __thread uint8_t *tls_run;     /* RUN_MAX frames of scratch */
+static __thread uint8_t *tls_block;   /* one decoded block */
+static __thread uint8_t *tls_rmw;     /* a block being read for modification */
+
+static size_t frame_cap(void)
+{
+	return seal_frame_bound(DATA_BLOCK_SIZE);
+}
+
+static int tls_buffers(void)
+{
+	if (!tls_frame)
+		tls_frame = malloc(frame_cap());
+	if (!tls_run)
+		tls_run = malloc(frame_cap() * RUN_MAX);
+	if (!tls_block)
+		tls_block = malloc(DATA_BLOCK_SIZE);
+	if (!tls_rmw)
+		tls_rmw = malloc(DATA_BLOCK_SIZE);
+	return tls_frame && tls_run && tls_block && tls_rmw ? 0 : -ENOMEM;
+}
+
+static void seg_key(char *out, size_t n, uint64_t id)
+{
+	snprintf(out, n, "segments/%016" PRIx64, id);
+}
+
+/* ---- dirty buffers ---- */
+
+static size_t dirty_bucket(uint64_t ino, uint64_t blk)
+{
+	uint64_t h = ino * 0x9e3779b97f4a7c15ULL + blk * 0xc2b2ae3d27d4eb4fULL;
+	return (size_t)(h ^ (h >> 31)) % DIRTY_BUCKETS;
+}
+
+static struct dbuf *dirty_find(struct data *d, uint64_t ino, uint64_t blk)
+{
+	struct dbuf *b = d->dirty_hash[dirty_bucket(ino, blk)];
+	while (b && (b->ino != ino || b->blk != blk))
+		b = b->hnext;
+	return b;
+}
+
+static struct dbuf *dirty_new(struct data *d, uint64_t ino, uint64_t blk)
+{
+	struct dbuf *b = d->dbuf_pool;
+	if (b) {
+		d->dbuf_pool = b->next;
+	} else {
+		b = calloc(1, sizeof(*b));
+		if (!b)
+			return NULL;
+		b->buf = malloc(DATA_BLOCK_SIZE);
+		if (!b->buf) {
+			free(b);
+			return NULL;
+		}
+	}
+	b->ino = ino;
+	b->blk = blk;
+	b->len = 0;
+	size_t h = dirty_bucket(ino, blk);
+	b->hnext = d->dirty_hash[h];
+	d->dirty_hash[h] = b;
+	b->next = NULL;
+	b->prev = d->dirty_tail;
+	if (d->dirty_tail)
+		d->dirty_tail->next = b;
+	else
+		d->dirty_head = b;
+	d->dirty_tail = b;
+	d->dirty_bytes += DATA_BLOCK_SIZE;
+	return b;
+}
+
+static void dirty_release(struct data *d, struct dbuf *b)
+{
+	struct dbuf **pp = &d->dirty_hash[dirty_bucket(b->ino, b->blk)];
+	while (*pp != b)
+		pp = &(*pp)->hnext;
+	*pp = b->hnext;
+	if (b->prev)
+		b->prev->next = b->next;
+	else
+		d->dirty_head = b->next;
+	if (b->next)
+		b->next->prev = b->prev;
+	else
+		d->dirty_tail = b->prev;
+	d->dirty_bytes -= DATA_BLOCK_SIZE;
+	b->next = d->dbuf_pool;
+	d->dbuf_pool = b;
+}
+
+/* ---- segments ---- */
+
+static struct seg *seg_alloc(struct data *d)
+{
+	struct seg *s = d->seg_pool;
+	if (s) {
+		d->seg_pool = s->next;
+	} else {
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+		s->cap = d->p.segment_size + frame_cap() + 4096;
+		s->buf = malloc(s->cap);
+		if (!s->buf) {
+			free(s);
+			return NULL;
+		}
+	}
+	s->len = 0;
+	s->nents = 0;
+	s->sealno = 0;
+	s->uploading = 0;
+	s->failures = 0;
+	s->fail_since_ns = 0;
+	s->retry_at_ns = 0;
+	s->next = NULL;
+	return s;
+}
+
+static void seg_recycle(struct data *d, struct seg *s)
+{
+	s->next = d->seg_pool;
+	d->seg_pool = s;
+}
+
+static int seg_open(struct data *d)
+{
+	if (d->next_seg == UINT32_MAX) {
+		log_error("segment numbers of this mount are exhausted; remount");
+		return -ENOSPC;
+	}
+	struct seg *s = seg_alloc(d);
+	if (!s)
+		return -ENOMEM;
+	s->id = ((uint64_t)d->p.epoch << 32) | d->next_seg++;
+	int rc = idx_segment_create(d->ix, s->id);
+	if (rc < 0) {
+		seg_recycle(d, s);
+		return rc;
+	}
+	d->open = s;
+	return 0;
+}
+
+static struct seg *seg_in_memory(struct data *d, uint64_t id)
+{
+	if (d->open && d->open->id == id)
+		return d->open;
+	for (struct seg *s = d->sealed_head; s; s = s->next)
+		if (s->id == id)
+			return s;
+	return NULL;
+}
+
+/* Append the trailer and footer, record the size, queue for upload. */
+static int seg_seal(struct data *d)
+{
+	struct seg *s = d->open;
+	if (!s)
+		return 0;
+	if (s->nents == 0) {
+		/* Nothing in it: keep it open rather than store an empty object. */
+		return 0;
+	}
+	size_t tlen = 4 + (size_t)s->nents * 28;
+	CLEANUP_FREE uint8_t *t = malloc(tlen);
+	if (!t)
+		return -ENOMEM;
+	put_le32(t, s->nents);
+	for (uint32_t i = 0; i < s->nents; i++) {
+		uint8_t *p = t + 4 + (size_t)i * 28;
+		put_le64(p, s->ents[i].ino);
+		put_le64(p + 8, s->ents[i].blk);
+		put_le32(p + 16, s->ents[i].off);
+		put_le32(p + 20, s->ents[i].len);
+		put_le32(p + 24, s->ents[i].plen);
+	}
+	size_t need = s->len + seal_frame_bound(tlen) + DATA_FOOTER_BYTES;
+	if (need > s->cap) {
+		uint8_t *nb = realloc(s->buf, need);
+		if (!nb)
+			return -ENOMEM;
+		s->buf = nb;
+		s->cap = need;
+	}
+	uint8_t ad[SEAL_AD_BYTES];
+	seal_ad_meta(ad, 'T', s->id);
+	ssize_t n = seal_frame_encode(&d->key, ad, sizeof(ad), t, tlen, s->buf + s->len,
+				      s->cap - s->len, 1);
+	if (n < 0)
+		return (int)n;
+	uint8_t *f = s->buf + s->len + n;
+	memcpy(f, "ZSEG", 4);
+	put_le32(f + 4, DATA_SEG_VERSION);
+	put_le32(f + 8, (uint32_t)s->len);
+	put_le32(f + 12, (uint32_t)n);
+	s->len += (size_t)n + DATA_FOOTER_BYTES;
+
+	int rc = idx_segment_seal(d->ix, s->id, s->len, s->nents);
+	if (rc < 0)
+		return rc;
+	s->sealno = ++d->sealno;
+	if (d->sealed_tail)
+		d->sealed_tail->next = s;
+	else
+		d->sealed_head = s;
+	d->sealed_tail = s;
+	d->pending_bytes += s->len;
+	d->open = NULL;
+	pthread_cond_signal(&d->work);
+	return 0;
+}
+
+/* Seal plen bytes of block (ino, blk) into the open segment and point the
+ * extent map at it.  An all-zero block becomes a hole. */
+static int pack_block(struct data *d, uint64_t ino, uint64_t blk, const uint8_t *plain,
+		      uint32_t plen)
+{
+	while (plen > 0 && plain[plen - 1] == 0)
+		plen--;
+	if (plen == 0)
+		return idx_extent_delete_range(d->ix, ino, blk, blk + 1);
+
+	if (d->open && d->open->len + frame_cap() > d->p.segment_size) {
+		int rc = seg_seal(d);
+		if (rc < 0)
+			return rc;
+	}
+	if (!d->open) {
+		int rc = seg_open(d);
+		if (rc < 0)
+			return rc;
+	}
+	struct seg *s = d->open;
+	if (s->nents == s->entcap) {
+		uint32_t nc = s->entcap ? s->entcap * 2 : 256;
+		struct trailer_ent *ne = realloc(s->ents, nc * sizeof(*ne));
+		if (!ne)
+			return -ENOMEM;
+		s->ents = ne;
+		s->entcap = nc;
+	}
+	uint8_t ad[SEAL_AD_BYTES];
+	seal_ad_data(ad, s->id, s->nents, ino, blk);
+	ssize_t n = seal_frame_encode(&d->key, ad, sizeof(ad), plain, plen, s->buf + s->len,
+				      s->cap - s->len, d->p.compress);
+	if (n < 0)
+		return (int)n;
+	struct idx_extent e = {
+		.blk = blk,
+		.seg = s->id,
+		.off = (uint32_t)s->len,
+		.len = (uint32_t)n,
+		.plen = plen,
+		.frame = s->nents,
+	};
+	int rc = idx_extent_set(d->ix, ino, &e);
+	if (rc < 0)
+		return rc;
+	s->ents[s->nents++] = (struct trailer_ent){ino, blk, e.off, e.len, plen};
+	s->len += (size_t)n;
+	return 0;
+}
+
+static int dirty_pack(struct data *d, struct dbuf *b)
+{
+	int rc = pack_block(d, b->ino, b->blk, b->buf, b->len);
+	if (rc == 0)
+		dirty_release(d, b);
+	return rc;
+}
+
+/* ---- reading frames ---- */
+
+static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e,
+			uint8_t *frame, uint8_t *out)
+{
+	uint8_t ad[SEAL_AD_BYTES];
+	seal_ad_data(ad, e->seg, e->frame, ino, e->blk);
+	ssize_t n = seal_frame_decode(&d->key, ad, sizeof(ad), frame, e->len, out,
+				      DATA_BLOCK_SIZE);
+	if (n < 0 || (uint32_t)n != e->plen) {
+		char key[64];
+		seg_key(key, sizeof(key), e->seg);
+		log_error("object %s: frame %u at offset %u (inode %" PRIu64 ", block %" PRIu64
+			  ") failed authentication",
+			  key, e->frame, e->off, ino, e->blk);
+		return -EIO;
+	}
+	return 0;
+}
+
+struct run {
+	uint64_t ino;
+	struct idx_extent e[RUN_MAX];
+	int n;
+};
+
+static int run_add(void *arg, const struct idx_extent *e)
+{
+	struct run *r = arg;
+	if (r->n > 0) {
+		const struct idx_extent *p = &r->e[r->n - 1];
+		if (e->blk != p->blk + 1 || e->seg != p->seg || e->off != p->off + p->len)
+			return 1;
+	}
+	r->e[r->n++] = *e;
+	return r->n == RUN_MAX;
+}
+
+/* Fetch the frame of extent first (and the adjacent frames of the same file
+ * after it in the same segment, in one ranged read) into the cache.  Called
+ * with the lock held; drops it for the store read. */
+static int fetch_run(struct data *d, uint64_t ino, const struct idx_extent *first)
+{
+	struct run r = {.ino = ino};
+	int rc = idx_extent_range(d->ix, ino, first->blk, first->blk + RUN_MAX, run_add, &r);
+	if (rc < 0)
+		return rc;
+	if (r.n == 0 || r.e[0].seg != first->seg || r.e[0].off != first->off) {
+		r.e[0] = *first;
+		r.n = 1;
+	}
+	/* Stop the run at the first frame that is already cached. */
+	int n = 1;
+	while (n < r.n && !bcache_has(d->cache, r.e[n].seg, r.e[n].off))
+		n++;
+	uint64_t off = r.e[0].off;
+	size_t len = (size_t)(r.e[n - 1].off + r.e[n - 1].len - off);
+	char key[64];
+	seg_key(key, sizeof(key), first->seg);
+
+	pthread_mutex_unlock(d->lock);
+	ssize_t got = store_get(d->st, key, off, len, tls_run);
+	rc = 0;
+	if (got < 0) {
+		log_error("object %s: read of %zu bytes at %" PRIu64 " failed: %s", key, len, off,
+			  strerror((int)-got));
+		rc = got == -ENOENT ? -EIO : (int)got;
+	} else if ((size_t)got < len) {
+		log_error("object %s: truncated (wanted %zu bytes at %" PRIu64 ", got %zd)", key,
+			  len, off, got);
+		rc = -EIO;
+	}
+	for (int i = 0; rc == 0 && i < n; i++) {
+		uint8_t *frame = tls_run + (r.e[i].off - off);
+		int drc = decode_frame(d, ino, &r.e[i], frame, tls_block);
+		if (drc < 0) {
+			/* Only the frame asked for decides the result. */
+			if (i == 0)
+				rc = drc;
+			break;
+		}
+		bcache_put(d->cache, r.e[i].seg, r.e[i].off, tls_block, r.e[i].plen);
+	}
+	pthread_mutex_lock(d->lock);
+	if (rc < 0)
+		d->store_errors++;
+	return rc;
+}
+
+/* Copy len bytes at boff of block (ino, blk) into out.  Holds the lock on
+ * entry and exit; may drop it to read the store. */
+static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, size_t len,
+		      uint8_t *out)
+{
+	for (int tries = 0; tries < 8; tries++) {
+		struct dbuf *b = dirty_find(d, ino, blk);
+		if (b) {
+			memcpy(out, b->buf + boff, len);
+			return 0;
+		}
+		struct idx_extent e;
+		int rc = idx_extent_get(d->ix, ino, blk, &e);
+		if (rc == -ENOENT) {
+			memset(out, 0, len);
+			return 0;
+		}
+		if (rc < 0)
+			return rc;
+		if (bcache_get(d->cache, e.seg, e.off, out, boff, len) >= 0)
+			return 0;
+		struct seg *s = seg_in_memory(d, e.seg);
+		if (s) {
+			memcpy(tls_frame, s->buf + e.off, e.len);
+			rc = decode_frame(d, ino, &e, tls_frame, tls_block);
+			if (rc < 0)
+				return rc;
+			bcache_put(d->cache, e.seg, e.off, tls_block, e.plen);
+			size_t have = boff < e.plen ? MIN(len, e.plen - boff) : 0;
+			memcpy(out, tls_block + boff, have);
+			memset(out + have, 0, len - have);
+			return 0;
+		}
+		rc = fetch_run(d, ino, &e);
+		if (rc < 0)
+			return rc;
+		/* The lock was dropped: look again (the block may have changed, or
+		 * the cache may have evicted it already under pressure). */
+	}
+	log_error("inode %" PRIu64 " block %" PRIu64 ": could not be read (cache too small?)",
+		  ino, blk);
+	return -EIO;
+}
+
+ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf)
+{
+	if (len == 0)
+		return 0;
+	int rc = tls_buffers();
+	if (rc < 0)
+		return rc;
+	uint8_t *out = buf;
+	size_t done = 0;
+	while (done < len) {
+		uint64_t pos = off + done;
+		uint64_t blk = pos >> DATA_BLOCK_SHIFT;
+		size_t boff = (size_t)(pos & (DATA_BLOCK_SIZE - 1));
+		size_t n = MIN(len - done, DATA_BLOCK_SIZE - boff);
+		rc = read_block(d, ino, blk, boff, n, out + done);
+		if (rc < 0)
+			return rc;
+		done += n;
+	}
+	return (ssize_t)len;
+}
+
+/* ---- writing ---- */
+
+/* The dirty buffer of (ino, blk), made from the block's current content
+ * when there is none.  NULL with *rc set on failure. */
+static struct dbuf *dirty_get(struct data *d, uint64_t ino, uint64_t blk, int *rc)
+{
+	struct dbuf *b = dirty_find(d, ino, blk);
+	if (b)
+		return b;
+	struct idx_extent e;
+	*rc = idx_extent_get(d->ix, ino, blk, &e);
+	uint32_t plen = 0;
+	if (*rc == 0) {
+		*rc = read_block(d, ino, blk, 0, DATA_BLOCK_SIZE, tls_rmw);
+		if (*rc < 0)
+			return NULL;
+		/* read_block may have dropped the lock: another writer may have
+		 * made the buffer meanwhile, and that one is newer. */
+		b = dirty_find(d, ino, blk);
+		if (b)
+			return b;
+		plen = e.plen;
+	} else if (*rc != -ENOENT) {
+		return NULL;
+	}
+	b = dirty_new(d, ino, blk);
+	if (!b) {
+		*rc = -ENOMEM;
+		return NULL;
+	}
+	if (plen)
+		memcpy(b->buf, tls_rmw, DATA_BLOCK_SIZE);
+	else
+		memset(b->buf, 0, DATA_BLOCK_SIZE);
+	b->len = plen;
+	*rc = 0;
+	return b;
+}
+
+/* Pack the oldest dirty buffers while over the dirty limit. */
+static int dirty_trim(struct data *d)
+{
+	while (d->dirty_bytes > d->p.dirty_limit && d->dirty_head) {
+		int rc = dirty_pack(d, d->dirty_head);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Writers wait here, before touching any block, while too much is sealed
+ * but not stored (back-pressure from a slow store). */
+static void wait_for_space(struct data *d)
+{
+	while (d->pending_bytes > d->pending_limit && !d->stop)
+		pthread_cond_wait(&d->space, d->lock);
+}
+
+int data_write(struct data *d, uint64_t ino, uint64_t off, const void *buf, size_t len)
+{
+	int rc = tls_buffers();
+	if (rc < 0)
+		return rc;
+	wait_for_space(d);
+	const uint8_t *in = buf;
+	size_t done = 0;
+	while (done < len) {
+		uint64_t pos = off + done;
+		uint64_t blk = pos >> DATA_BLOCK_SHIFT;
+		size_t boff = (size_t)(pos & (DATA_BLOCK_SIZE - 1));
+		size_t n = MIN(len - done, DATA_BLOCK_SIZE - boff);
+		if (n == DATA_BLOCK_SIZE) {
+			struct dbuf *b = dirty_find(d, ino, blk);
+			if (b)
+				dirty_release(d, b);
+			rc = pack_block(d, ino, blk, in + done, DATA_BLOCK_SIZE);
+		} else {
+			struct dbuf *b = dirty_get(d, ino, blk, &rc);
+			if (b) {
+				memcpy(b->buf + boff, in + done, n);
+				b->len = MAX(b->len, (uint32_t)(boff + n));
+			}
+		}
+		if (rc < 0)
+			return rc;
+		done += n;
+	}
+	return dirty_trim(d);
+}
+
+/* Zero [boff, bend) of one block, unless it is a hole already. */
+static int zero_part(struct data *d, uint64_t ino, uint64_t blk, size_t boff, size_t bend)
+{
+	struct idx_extent e;
+	if (!dirty_find(d, ino, blk)) {
+		int rc = idx_extent_get(d->ix, ino, blk, &e);
+		if (rc == -ENOENT || (rc == 0 && e.plen <= boff))
+			return 0;
+		if (rc < 0)
+			return rc;
+	}
+	int rc;
+	struct dbuf *b = dirty_get(d, ino, blk, &rc);
+	if (!b)
+		return rc;
+	memset(b->buf + boff, 0, bend - boff);
+	return 0;
+}
+
+int data_zero_range(struct data *d, uint64_t ino, uint64_t off, uint64_t len)
+{
+	if (len == 0)
+		return 0;
+	int rc = tls_buffers();
+	if (rc < 0)
+		return rc;
+	uint64_t end = off + len;
+	uint64_t first = data_first_blk(off), last = data_last_blk(off, len);
+	uint64_t full_from = first, full_to = last + 1; /* whole blocks: [from, to) */
+	size_t head = off & (DATA_BLOCK_SIZE - 1);
+	size_t tail = end & (DATA_BLOCK_SIZE - 1);
+	if (head) {
+		size_t hend = first == last && tail ? tail : DATA_BLOCK_SIZE;
+		rc = zero_part(d, ino, first, head, hend);
+		if (rc < 0)
+			return rc;
+		full_from = first + 1;
+	}
+	if (tail && (last != first || !head)) {
+		rc = zero_part(d, ino, last, 0, tail);
+		if (rc < 0)
+			return rc;
+		full_to = last;
+	} else if (tail) {
+		full_to = last;
+	}
+	if (full_to > full_from) {
+		for (struct dbuf *b = d->dirty_head, *n; b; b = n) {
+			n = b->next;
+			if (b->ino == ino && b->blk >= full_from && b->blk < full_to)
+				dirty_release(d, b);
+		}
+		rc = idx_extent_delete_range(d->ix, ino, full_from, full_to);
+		if (rc < 0)
+			return rc;
+	}
+	return dirty_trim(d);
+}
+
+int data_drop_from(struct data *d, uint64_t ino, uint64_t first)
+{
+	for (struct dbuf *b = d->dirty_head, *n; b; b = n) {
+		n = b->next;
+		if (b->ino == ino && b->blk >= first)
+			dirty_release(d, b);
+	}
+	return idx_extent_delete_range(d->ix, ino, first, UINT64_MAX);
+}
+
+void data_forget_inode(struct data *d, uint64_t ino)
+{
+	for (struct dbuf *b = d->dirty_head, *n; b; b = n) {
+		n = b->next;
+		if (b->ino == ino)
+			dirty_release(d, b);
+	}
+}
+
+int data_flush_inode(struct data *d, uint64_t ino)
+{
+	for (struct dbuf *b = d->dirty_head, *n; b; b = n) {
+		n = b->next;
+		if (b->ino == ino) {
+			int rc = dirty_pack(d, b);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* ---- barrier and upload ---- */
+
+int data_flush_all(struct data *d, uint64_t *mark)
+{
+	while (d->dirty_head) {
+		int rc = dirty_pack(d, d->dirty_head);
+		if (rc < 0)
+			return rc;
+	}
+	int rc = seg_seal(d);
+	if (rc < 0)
+		return rc;
+	*mark = d->sealno;
+	return 0;
+}
+
+int data_wait_stored(struct data *d, uint64_t mark)
+{
+	for (;;) {
+		struct seg *s = d->sealed_head;
+		if (!s || s->sealno > mark)
+			return 0;
+		/* The oldest unstored segment holds us up; give up on it only
+		 * after the store has failed for store_wait_ms. */
+		for (struct seg *t = s; t && t->sealno <= mark; t = t->next) {
+			if (t->fail_since_ns &&
+			    util_now_ns() - t->fail_since_ns > d->p.store_wait_ms * 1000000ULL) {
+				char key[64];
+				seg_key(key, sizeof(key), t->id);
+				log_error("barrier failed: %s could not be stored for %" PRIu64
+					  " ms; it stays queued",
+					  key, d->p.store_wait_ms);
+				return -EIO;
+			}
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&d->done, d->lock, &ts);
+	}
+}
+
+static struct seg *next_to_upload(struct data *d)
+{
+	for (struct seg *s = d->sealed_head; s; s = s->next)
+		if (!s->uploading && util_now_ns() >= s->retry_at_ns)
+			return s;
+	return NULL;
+}
+
+static void seg_unlink_sealed(struct data *d, struct seg *s)
+{
+	struct seg **pp = &d->sealed_head;
+	struct seg *prev = NULL;
+	while (*pp != s) {
+		prev = *pp;
+		pp = &(*pp)->next;
+	}
+	*pp = s->next;
+	if (d->sealed_tail == s)
+		d->sealed_tail = prev;
+	s->next = NULL;
+}
+
+static void *uploader(void *arg)
+{
+	struct data *d = arg;
+	pthread_mutex_lock(d->lock);
+	while (!d->stop) {
+		struct seg *s = next_to_upload(d);
+		if (!s) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 100 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&d->work, d->lock, &ts);
+			continue;
+		}
+		s->uploading = 1;
+		char key[64];
+		seg_key(key, sizeof(key), s->id);
+		pthread_mutex_unlock(d->lock);
+		int rc = store_put(d->st, key, s->buf, s->len, 0);
+		pthread_mutex_lock(d->lock);
+		s->uploading = 0;
+		if (rc == 0) {
+			seg_unlink_sealed(d, s);
+			d->pending_bytes -= s->len;
+			d->segments_stored++;
+			seg_recycle(d, s);
+			pthread_cond_broadcast(&d->space);
+		} else {
+			if (!s->fail_since_ns)
+				s->fail_since_ns = util_now_ns();
+			s->failures++;
+			/* Capped exponential backoff: 0.2 s, 0.4 s, ... 6.4 s. */
+			s->retry_at_ns = util_now_ns() +
+					 (100000000ULL << MIN(s->failures, 6));
+			d->store_errors++;
+			log_warn("upload of %s failed (%s), attempt %d; will retry", key,
+				 strerror(-rc), s->failures);
+		}
+		pthread_cond_broadcast(&d->done);
+	}
+	pthread_mutex_unlock(d->lock);
+	return NULL;
+}
+
+struct data *data_new(struct store *st, const struct seal_key *key, struct idx *ix,
+		      pthread_mutex_t *lock, const struct data_params *p)
+{
+	struct data *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	d->st = st;
+	d->key = *key;
+	d->ix = ix;
+	d->lock = lock;
+	d->p = *p;
+	if (d->p.upload_threads < 1)
+		d->p.upload_threads = 1;
+	d->pending_limit = MAX(4 * d->p.segment_size, 64ULL << 20);
+	d->cache = bcache_new(MAX(d->p.cache_size / DATA_BLOCK_SIZE, 64), DATA_BLOCK_SIZE);
+	d->uploaders = calloc((size_t)d->p.upload_threads, sizeof(pthread_t));
+	if (!d->cache || !d->uploaders)
+		goto fail_alloc;
+	pthread_cond_init(&d->work, NULL);
+	pthread_cond_init(&d->done, NULL);
+	pthread_cond_init(&d->space, NULL);
+	for (int i = 0; i < d->p.upload_threads; i++) {
+		int err = pthread_create(&d->uploaders[i], NULL, uploader, d);
+		if (err) {
+			errno = err;
+			log_error("cannot start an upload thread: %m");
+			data_free(d);
+			errno = err;
+			return NULL;
+		}
+		d->nuploaders++;
+	}
+	return d;
+
+fail_alloc:
+	bcache_free(d->cache);
+	free(d->uploaders);
+	free(d);
+	errno = ENOMEM;
+	return NULL;
+}
+
+static void free_seg(struct seg *s)
+{
+	free(s->buf);
+	free(s->ents);
+	free(s);
+}
+
+void data_free(struct data *d)
+{
+	if (!d)
+		return;
+	pthread_mutex_lock(d->lock);
+	d->stop = 1;
+	pthread_cond_broadcast(&d->work);
+	pthread_cond_broadcast(&d->space);
+	pthread_mutex_unlock(d->lock);
+	for (int i = 0; i < d->nuploaders; i++)
+		pthread_join(d->uploaders[i], NULL);
+	while (d->dirty_head)
+		dirty_release(d, d->dirty_head);
+	for (struct dbuf *b = d->dbuf_pool, *n; b; b = n) {
+		n = b->next;
+		free(b->buf);
+		free(b);
+	}
+	if (d->open)
+		free_seg(d->open);
+	for (struct seg *s = d->sealed_head, *n; s; s = n) {
+		n = s->next;
+		free_seg(s);
+	}
+	for (struct seg *s = d->seg_pool, *n; s; s = n) {
+		n = s->next;
+		free_seg(s);
+	}
+	bcache_free(d->cache);
+	pthread_cond_destroy(&d->work);
+	pthread_cond_destroy(&d->done);
+	pthread_cond_destroy(&d->space);
+	free(d->uploaders);
+	sodium_memzero(&d->key, sizeof(d->key));
+	free(d);
+}
+
+void data_get_stats(struct data *d, struct data_stats *out)
+{
+	out->dirty_bytes = d->dirty_bytes;
+	out->pending_bytes = d->pending_bytes;
+	out->segments_stored = d->segments_stored;
+	out->store_errors = d->store_errors;
+	bcache_counts(d->cache, &out->cache_hits, &out->cache_misses);
+}

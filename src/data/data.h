@@ -1,0 +1,125 @@
+/* data.h: file data between the filesystem and the object store: the dirty
+ * block buffer, the segment packer, the segment uploader and the read cache.
+ *
+ * Files are cut into fixed blocks of DATA_BLOCK_SIZE bytes; each stored block
+ * is one sealed frame (lz4, then XChaCha20-Poly1305) in a segment.  Segments
+ * are built in memory, sealed at segment_size or at a barrier, and uploaded
+ * by background threads; they are never rewritten.  A block that is all zero
+ * is not stored: it becomes a hole.
+ *
+ * Block states (one (inode, block) pair):
+ *
+ *   state      where the bytes are            index extent row
+ *   ---------  -----------------------------  ------------------------------
+ *   hole       nowhere (reads as zeros)       none
+ *   dirty      a buffer in d->dirty           old row, or none (stale)
+ *   packed     a frame in the open or a       points at the frame
+ *              sealed, not yet uploaded
+ *              segment (memory)
+ *   stored     a frame in a stored segment    points at the frame
+ *
+ * write:  hole|packed|stored -> dirty (read-modify-write for partial writes;
+ *         a whole-block write is packed at once, skipping dirty)
+ * flush:  dirty -> packed (or hole when all zero); the extent row is updated
+ * upload: packed -> stored (the segment's buffer is freed)
+ *
+ * Invariants: a dirty buffer always wins over the extent row; a frame
+ * referenced by an extent row is in memory until its segment is stored;
+ * segment ids are (epoch << 32 | counter) so a new mount never reuses the id
+ * of an object a crashed one may have uploaded.
+ *
+ * Segment object: frames | trailer frame | footer (16 bytes: "ZSEG",
+ * version u32, trailer offset u32, trailer length u32).  The trailer (sealed
+ * with seal_ad_meta('T', seg)) lists every frame as ino u64, blk u64,
+ * off u32, len u32, plen u32, after a u32 count; it lets fsck and scrub check
+ * a segment without the index.
+ *
+ * Locking: every function is called with the fs lock (given to data_new)
+ * held.  Functions that do object-store I/O drop and retake it; the lock
+ * is held again when they return.  The read cache has its own lock. */
+#ifndef ZEROFS_DATA_H
+#define ZEROFS_DATA_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "codec/codec.h"
+#include "index/idx.h"
+#include "store/store.h"
+
+#define DATA_BLOCK_SHIFT 16
+#define DATA_BLOCK_SIZE (1u << DATA_BLOCK_SHIFT)
+#define DATA_SEG_VERSION 1
+#define DATA_FOOTER_BYTES 16
+
+/* The blocks touched by the byte range [off, off + len), len > 0. */
+static inline uint64_t data_first_blk(uint64_t off) { return off >> DATA_BLOCK_SHIFT; }
+static inline uint64_t data_last_blk(uint64_t off, uint64_t len)
+{
+	return (off + len - 1) >> DATA_BLOCK_SHIFT;
+}
+/* Number of blocks needed for a file of size bytes. */
+static inline uint64_t data_blocks_for(uint64_t size)
+{
+	return (size + DATA_BLOCK_SIZE - 1) >> DATA_BLOCK_SHIFT;
+}
+
+struct data_params {
+	uint64_t segment_size;
+	uint64_t cache_size;
+	uint64_t dirty_limit;
+	uint32_t epoch;
+	int compress;
+	int upload_threads;
+	/* How long a barrier waits for a failing store before giving up with
+	 * -EIO (the uploads go on; a later barrier may succeed). */
+	uint64_t store_wait_ms;
+};
+
+struct data;
+
+struct data *data_new(struct store *st, const struct seal_key *key, struct idx *ix,
+		      pthread_mutex_t *lock, const struct data_params *p);
+/* Stops the uploaders.  Data not yet stored is dropped: call
+ * data_flush_all and data_wait_stored first. */
+void data_free(struct data *d);
+
+/* Write len bytes at off into inode ino.  0 or -errno. */
+int data_write(struct data *d, uint64_t ino, uint64_t off, const void *buf, size_t len);
+/* Read len bytes at off of ino (the caller clamps to the file size); holes
+ * read as zeros.  Returns len or -errno (-EIO when a frame fails to
+ * authenticate: logged with the object's name). */
+ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf);
+/* Zero [off, off + len): whole blocks become holes, partial blocks are
+ * rewritten.  Used by truncate, PUNCH_HOLE and ZERO_RANGE. */
+int data_zero_range(struct data *d, uint64_t ino, uint64_t off, uint64_t len);
+/* Drop the blocks at or after first (shrinking truncate, after zeroing the
+ * tail of the partial block). */
+int data_drop_from(struct data *d, uint64_t ino, uint64_t first);
+/* The inode is gone: drop its dirty buffers (its extents go with the index
+ * row). */
+void data_forget_inode(struct data *d, uint64_t ino);
+/* Pack the dirty buffers of one inode (so the index alone answers
+ * SEEK_DATA / SEEK_HOLE). */
+int data_flush_inode(struct data *d, uint64_t ino);
+
+/* Barrier step 1: pack every dirty buffer and seal the open segment.
+ * Returns the mark to pass to data_wait_stored. */
+int data_flush_all(struct data *d, uint64_t *mark);
+/* Wait until every segment sealed before mark is stored.  0, or -EIO when
+ * the store kept failing for store_wait_ms. */
+int data_wait_stored(struct data *d, uint64_t mark);
+
+struct data_stats {
+	uint64_t dirty_bytes;
+	uint64_t pending_bytes; /* sealed, not yet stored */
+	uint64_t segments_stored;
+	uint64_t cache_hits;
+	uint64_t cache_misses;
+	uint64_t store_errors;
+};
+void data_get_stats(struct data *d, struct data_stats *out);
+
+#endif

@@ -1,0 +1,115 @@
+/* fs.h: the POSIX core.  Inodes, directories, files, symlinks, xattrs and
+ * the mount's life cycle, in terms of inode numbers; no FUSE or NBD types,
+ * so the FUSE layer, the NBD server and the command-line tools share it.
+ *
+ * Every function returns 0 (or a count) on success and a negative errno on
+ * failure, as POSIX would report it for the same request.
+ *
+ * Lookup counts: every function that hands out an inode (fs_lookup,
+ * fs_mknod, fs_mkdir, fs_symlink, fs_link, and fs_ref) takes a reference;
+ * fs_forget drops them.  An inode whose last name is gone lives on while it
+ * is referenced (open-but-unlinked files) and is deleted at the last
+ * fs_forget, or at the next mount after a crash.
+ *
+ * Locking: thread-safe.  One fs lock serialises the index and the data
+ * buffers; object-store I/O happens outside it (see data.h). */
+#ifndef ZEROFS_FS_H
+#define ZEROFS_FS_H
+
+#include <stdint.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include "cfg.h"
+#include "index/idx.h"
+
+struct fs;
+
+/* Who is asking: for the owner of new inodes. */
+struct fs_ctx {
+	uid_t uid;
+	gid_t gid;
+	mode_t umask;
+};
+
+/* fs_setattr: which fields of the given attributes to apply. */
+#define FS_SET_MODE 0x01
+#define FS_SET_UID 0x02
+#define FS_SET_GID 0x04
+#define FS_SET_SIZE 0x08
+#define FS_SET_ATIME 0x10
+#define FS_SET_MTIME 0x20
+#define FS_SET_ATIME_NOW 0x40
+#define FS_SET_MTIME_NOW 0x80
+#define FS_SET_CTIME 0x100
+
+/* Create a new filesystem in the store named by cfg (fails with -EEXIST if
+ * the store already holds one).  0 or -errno with a message logged. */
+int fs_mkfs(const struct cfg *cfg, const char *password);
+
+/* Open (recover) the filesystem for a read-write mount.  When the store is
+ * empty and create_missing is set, make the filesystem first.  NULL with
+ * errno set and a message logged (wrong password: EACCES; not a store:
+ * ENOTDIR... see the man page). */
+struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missing);
+/* Final barrier, mark the local index clean, free everything.  Returns the
+ * barrier's result: non-zero means some data could not be made durable. */
+int fs_close(struct fs *fs);
+
+int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct idx_inode *out);
+void fs_forget(struct fs *fs, uint64_t ino, uint64_t n);
+void fs_ref(struct fs *fs, uint64_t ino);
+int fs_getattr(struct fs *fs, uint64_t ino, struct idx_inode *out);
+int fs_setattr(struct fs *fs, uint64_t ino, const struct idx_inode *attr, int to_set,
+	       struct idx_inode *out);
+
+int fs_mknod(struct fs *fs, const struct fs_ctx *ctx, uint64_t parent, const char *name,
+	     mode_t mode, dev_t rdev, struct idx_inode *out);
+int fs_mkdir(struct fs *fs, const struct fs_ctx *ctx, uint64_t parent, const char *name,
+	     mode_t mode, struct idx_inode *out);
+int fs_symlink(struct fs *fs, const struct fs_ctx *ctx, uint64_t parent, const char *name,
+	       const char *target, struct idx_inode *out);
+int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
+	    struct idx_inode *out);
+int fs_unlink(struct fs *fs, uint64_t parent, const char *name);
+int fs_rmdir(struct fs *fs, uint64_t parent, const char *name);
+/* flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE. */
+int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned int flags);
+int fs_readlink(struct fs *fs, uint64_t ino, char **target);
+
+/* Data.  fs_read returns the bytes read (short at end of file). */
+ssize_t fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf);
+ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t len);
+/* A barrier: everything written so far is in the store when it returns 0. */
+int fs_sync(struct fs *fs);
+int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len);
+/* SEEK_DATA / SEEK_HOLE (other whence values: -EINVAL). */
+int fs_lseek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *out);
+
+/* Entries of dir after cookie (0: from the start; "." and ".." are the
+ * caller's).  cb returns 0 when it took the entry and non-zero to stop
+ * without taking it.  With plus set, every entry taken gets a lookup
+ * reference (readdirplus). */
+int fs_readdir(struct fs *fs, uint64_t dir, uint64_t cookie, int plus, idx_readdir_cb cb,
+	       void *arg);
+int fs_statfs(struct fs *fs, struct statvfs *out);
+
+int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *val, size_t len,
+		int flags);
+/* Returns the value's length; copies it when cap >= length (cap 0: size
+ * probe); -ERANGE when cap is too small. */
+ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *buf, size_t cap);
+/* NUL-separated names, same size-probe convention. */
+ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *buf, size_t cap);
+int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
+
+struct fs_stats {
+	uint64_t reads, writes, read_bytes, write_bytes, syncs;
+	uint64_t barriers, barriers_failed, barrier_last_ns, log_seq;
+	uint64_t dirty_bytes, pending_bytes, segments_stored, store_errors;
+	uint64_t cache_hits, cache_misses;
+};
+void fs_get_stats(struct fs *fs, struct fs_stats *out);
+
+#endif

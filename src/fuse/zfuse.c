@@ -1,0 +1,626 @@
+/* zfuse.c: low-level FUSE operations.  Each one decodes its arguments,
+ * calls the POSIX core in fs/, and replies exactly once. */
+#include "config.h"
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/util.h"
+#include "fuse/zfuse.h"
+#include "log.h"
+
+/* Only this daemon changes the tree (NBD writes invalidate explicitly), so
+ * the kernel may cache names and attributes for long. */
+#define ENTRY_TIMEOUT 60.0
+#define ATTR_TIMEOUT 60.0
+#define MAX_IO (1u << 20)
+
+struct zfuse {
+	struct fs *fs;
+	struct fuse_session *se;
+	char *mountpoint;
+	int mounted;
+};
+
+static struct fs *get_fs(fuse_req_t req)
+{
+	return ((struct zfuse *)fuse_req_userdata(req))->fs;
+}
+
+static void to_stat(const struct idx_inode *in, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = in->ino;
+	st->st_mode = in->mode;
+	st->st_nlink = in->nlink;
+	st->st_uid = in->uid;
+	st->st_gid = in->gid;
+	st->st_rdev = in->rdev;
+	st->st_size = (off_t)in->size;
+	st->st_blksize = 65536;
+	st->st_blocks = (blkcnt_t)((in->size + 511) / 512);
+	st->st_atim.tv_sec = in->atime / 1000000000LL;
+	st->st_atim.tv_nsec = in->atime % 1000000000LL;
+	st->st_mtim.tv_sec = in->mtime / 1000000000LL;
+	st->st_mtim.tv_nsec = in->mtime % 1000000000LL;
+	st->st_ctim.tv_sec = in->ctime / 1000000000LL;
+	st->st_ctim.tv_nsec = in->ctime % 1000000000LL;
+}
+
+static void to_entry(const struct idx_inode *in, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = in->ino;
+	e->generation = 1;
+	e->attr_timeout = ATTR_TIMEOUT;
+	e->entry_timeout = ENTRY_TIMEOUT;
+	to_stat(in, &e->attr);
+}
+
+static void reply_entry(fuse_req_t req, int rc, const struct idx_inode *in)
+{
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct fuse_entry_param e;
+	to_entry(in, &e);
+	fuse_reply_entry(req, &e);
+}
+
+static void get_ctx(fuse_req_t req, struct fs_ctx *c)
+{
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	c->uid = fc->uid;
+	c->gid = fc->gid;
+	/* The kernel applies the umask before it sends the mode. */
+	c->umask = 0;
+}
+
+static void zf_init(void *userdata, struct fuse_conn_info *conn)
+{
+	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	conn->want &= ~(unsigned)FUSE_CAP_READDIRPLUS_AUTO;
+	conn->max_write = MAX_IO;
+	conn->max_readahead = MAX_IO;
+	conn->time_gran = 1;
+}
+
+static void zf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct idx_inode in;
+	int rc = fs_lookup(get_fs(req), parent, name, &in);
+	if (rc == -ENOENT) {
+		/* Negative entry: the kernel may remember the name is absent. */
+		struct fuse_entry_param e = {.entry_timeout = ENTRY_TIMEOUT};
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	reply_entry(req, rc, &in);
+}
+
+static void zf_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
+{
+	fs_forget(get_fs(req), ino, n);
+	fuse_reply_none(req);
+}
+
+static void zf_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
+{
+	for (size_t i = 0; i < count; i++)
+		fs_forget(get_fs(req), f[i].ino, f[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void zf_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct idx_inode in;
+	int rc = fs_getattr(get_fs(req), ino, &in);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct stat st;
+	to_stat(&in, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000LL + t->tv_nsec;
+}
+
+static void zf_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct idx_inode a = {
+		.mode = attr->st_mode,
+		.uid = attr->st_uid,
+		.gid = attr->st_gid,
+		.size = (uint64_t)attr->st_size,
+		.atime = ts_ns(&attr->st_atim),
+		.mtime = ts_ns(&attr->st_mtim),
+		.ctime = ts_ns(&attr->st_ctim),
+	};
+	int set = 0;
+	set |= (to_set & FUSE_SET_ATTR_MODE) ? FS_SET_MODE : 0;
+	set |= (to_set & FUSE_SET_ATTR_UID) ? FS_SET_UID : 0;
+	set |= (to_set & FUSE_SET_ATTR_GID) ? FS_SET_GID : 0;
+	set |= (to_set & FUSE_SET_ATTR_SIZE) ? FS_SET_SIZE : 0;
+	set |= (to_set & FUSE_SET_ATTR_ATIME) ? FS_SET_ATIME : 0;
+	set |= (to_set & FUSE_SET_ATTR_MTIME) ? FS_SET_MTIME : 0;
+	set |= (to_set & FUSE_SET_ATTR_ATIME_NOW) ? FS_SET_ATIME_NOW : 0;
+	set |= (to_set & FUSE_SET_ATTR_MTIME_NOW) ? FS_SET_MTIME_NOW : 0;
+	set |= (to_set & FUSE_SET_ATTR_CTIME) ? FS_SET_CTIME : 0;
+	struct idx_inode out;
+	int rc = fs_setattr(get_fs(req), ino, &a, set, &out);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct stat st;
+	to_stat(&out, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void zf_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	CLEANUP_FREE char *target = NULL;
+	int rc = fs_readlink(get_fs(req), ino, &target);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_readlink(req, target);
+}
+
+static void zf_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	struct fs_ctx c;
+	struct idx_inode in;
+	get_ctx(req, &c);
+	reply_entry(req, fs_mknod(get_fs(req), &c, parent, name, mode, rdev, &in), &in);
+}
+
+static void zf_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct fs_ctx c;
+	struct idx_inode in;
+	get_ctx(req, &c);
+	reply_entry(req, fs_mkdir(get_fs(req), &c, parent, name, mode, &in), &in);
+}
+
+static void zf_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	struct fs_ctx c;
+	struct idx_inode in;
+	get_ctx(req, &c);
+	reply_entry(req, fs_symlink(get_fs(req), &c, parent, name, link, &in), &in);
+}
+
+static void zf_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct idx_inode in;
+	reply_entry(req, fs_link(get_fs(req), ino, newparent, newname, &in), &in);
+}
+
+static void zf_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -fs_unlink(get_fs(req), parent, name));
+}
+
+static void zf_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -fs_rmdir(get_fs(req), parent, name));
+}
+
+static void zf_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	fuse_reply_err(req, -fs_rename(get_fs(req), parent, name, newparent, newname, flags));
+}
+
+static void zf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct idx_inode in;
+	int rc = fs_getattr(get_fs(req), ino, &in);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (S_ISDIR(in.mode)) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void zf_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct fs_ctx c;
+	struct idx_inode in;
+	get_ctx(req, &c);
+	int rc = fs_mknod(get_fs(req), &c, parent, name, S_IFREG | (mode & 07777), 0, &in);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct fuse_entry_param e;
+	to_entry(&in, &e);
+	fi->keep_cache = 1;
+	fuse_reply_create(req, &e, fi);
+}
+
+static __thread char *io_buf;
+
+static void zf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	if (!io_buf)
+		io_buf = malloc(MAX_IO);
+	if (!io_buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	size = MIN(size, (size_t)MAX_IO);
+	ssize_t n = fs_read(get_fs(req), ino, (uint64_t)off, size, io_buf);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, io_buf, (size_t)n);
+}
+
+static void zf_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	ssize_t n = fs_write(get_fs(req), ino, (uint64_t)off, buf, size);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void zf_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	/* close() promises nothing about durability; fsync does. */
+	fuse_reply_err(req, 0);
+}
+
+static void zf_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void zf_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -fs_sync(get_fs(req)));
+}
+
+static void zf_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct idx_inode in;
+	int rc = fs_getattr(get_fs(req), ino, &in);
+	if (rc == 0 && !S_ISDIR(in.mode))
+		rc = -ENOTDIR;
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->cache_readdir = 1;
+	fi->keep_cache = 0;
+	fuse_reply_open(req, fi);
+}
+
+struct dirbuf {
+	fuse_req_t req;
+	char *buf;
+	size_t size, len;
+	int plus;
+};
+
+/* Offsets: 1 after ".", 2 after "..", 2 + cookie after an entry. */
+static int dirbuf_add(struct dirbuf *b, const char *name, const struct idx_inode *in,
+		      off_t next)
+{
+	size_t left = b->size - b->len;
+	size_t n;
+	if (b->plus) {
+		struct fuse_entry_param e;
+		to_entry(in, &e);
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+			e.ino = 0; /* no lookup reference for the dot entries */
+		n = fuse_add_direntry_plus(b->req, b->buf + b->len, left, name, &e, next);
+	} else {
+		struct stat st;
+		to_stat(in, &st);
+		n = fuse_add_direntry(b->req, b->buf + b->len, left, name, &st, next);
+	}
+	if (n > left)
+		return 1;
+	b->len += n;
+	return 0;
+}
+
+static int dir_cb(void *arg, const char *name, const struct idx_inode *child, uint64_t cookie)
+{
+	return dirbuf_add(arg, name, child, (off_t)(cookie + 2));
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
+{
+	struct fs *fs = get_fs(req);
+	struct dirbuf b = {.req = req, .size = size, .plus = plus};
+	b.buf = malloc(size);
+	if (!b.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	struct idx_inode self;
+	int rc = fs_getattr(fs, ino, &self);
+	if (rc == 0 && !S_ISDIR(self.mode))
+		rc = -ENOTDIR;
+	if (rc == 0 && off < 1 && dirbuf_add(&b, ".", &self, 1))
+		goto full;
+	if (rc == 0 && off < 2 && dirbuf_add(&b, "..", &self, 2))
+		goto full;
+	if (rc == 0)
+		rc = fs_readdir(fs, ino, off > 2 ? (uint64_t)off - 2 : 0, plus, dir_cb, &b);
+full:
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, b.buf, b.len);
+	free(b.buf);
+}
+
+static void zf_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, 0);
+}
+
+static void zf_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, 1);
+}
+
+static void zf_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void zf_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -fs_sync(get_fs(req)));
+}
+
+static void zf_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+	int rc = fs_statfs(get_fs(req), &sv);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+static void zf_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	fuse_reply_err(req, -fs_setxattr(get_fs(req), ino, name, value, size, flags));
+}
+
+static void reply_xattr(fuse_req_t req, ssize_t n, const char *buf, size_t size)
+{
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void zf_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	CLEANUP_FREE char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_xattr(req, fs_getxattr(get_fs(req), ino, name, buf, size), buf, size);
+}
+
+static void zf_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	CLEANUP_FREE char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	reply_xattr(req, fs_listxattr(get_fs(req), ino, buf, size), buf, size);
+}
+
+static void zf_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -fs_removexattr(get_fs(req), ino, name));
+}
+
+static void zf_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fuse_reply_err(req, -fs_fallocate(get_fs(req), ino, mode, (uint64_t)off, (uint64_t)len));
+}
+
+static void zf_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	uint64_t pos;
+	int rc = off < 0 ? -ENXIO : fs_lseek(get_fs(req), ino, (uint64_t)off, whence, &pos);
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_lseek(req, (off_t)pos);
+}
+
+static const struct fuse_lowlevel_ops zf_ops = {
+	.init = zf_init,
+	.lookup = zf_lookup,
+	.forget = zf_forget,
+	.forget_multi = zf_forget_multi,
+	.getattr = zf_getattr,
+	.setattr = zf_setattr,
+	.readlink = zf_readlink,
+	.mknod = zf_mknod,
+	.mkdir = zf_mkdir,
+	.symlink = zf_symlink,
+	.link = zf_link,
+	.unlink = zf_unlink,
+	.rmdir = zf_rmdir,
+	.rename = zf_rename,
+	.open = zf_open,
+	.create = zf_create,
+	.read = zf_read,
+	.write = zf_write,
+	.flush = zf_flush,
+	.release = zf_release,
+	.fsync = zf_fsync,
+	.opendir = zf_opendir,
+	.readdir = zf_readdir,
+	.readdirplus = zf_readdirplus,
+	.releasedir = zf_releasedir,
+	.fsyncdir = zf_fsyncdir,
+	.statfs = zf_statfs,
+	.setxattr = zf_setxattr,
+	.getxattr = zf_getxattr,
+	.listxattr = zf_listxattr,
+	.removexattr = zf_removexattr,
+	.fallocate = zf_fallocate,
+	.lseek = zf_lseek,
+};
+
+int zfuse_check_mountpoint(const char *path)
+{
+	struct stat sb, parent;
+	if (stat(path, &sb) < 0) {
+		int rc = -errno;
+		if (errno == ENOTCONN)
+			log_error("mountpoint %s is a disconnected FUSE mount; run 'fusermount3 "
+				  "-u %s' first",
+				  path, path);
+		else
+			log_error("mountpoint %s: %m", path);
+		return rc;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		log_error("mountpoint %s is not a directory", path);
+		return -ENOTDIR;
+	}
+	CLEANUP_FREE char *copy = strdup(path);
+	char *up = copy ? realpath(dirname(copy), NULL) : NULL;
+	if (up) {
+		CLEANUP_FREE char *real = realpath(path, NULL);
+		int rc = stat(up, &parent);
+		/* A directory on another device than its parent is a mount point
+		 * (the root directory is its own parent). */
+		if (rc == 0 && real && strcmp(real, "/") != 0 && parent.st_dev != sb.st_dev) {
+			log_error("mountpoint %s is busy: something is mounted there already",
+				  path);
+			free(up);
+			return -EBUSY;
+		}
+		free(up);
+	}
+	return 0;
+}
+
+struct zfuse *zfuse_mount(struct fs *fs, const struct cfg *cfg, const char *mountpoint,
+			  const char *extra_opts, int debug)
+{
+	struct zfuse *zf = calloc(1, sizeof(*zf));
+	if (!zf)
+		return NULL;
+	zf->fs = fs;
+	zf->mountpoint = strdup(mountpoint);
+	CLEANUP_FREE char *opts = NULL;
+	if (asprintf(&opts, "fsname=zerofs-fuse,subtype=zerofs-fuse,default_permissions%s%s%s",
+		     cfg->allow_other ? ",allow_other" : "", extra_opts && *extra_opts ? "," : "",
+		     extra_opts ? extra_opts : "") < 0) {
+		opts = NULL;
+		free(zf->mountpoint);
+		free(zf);
+		errno = ENOMEM;
+		return NULL;
+	}
+	char *argv[] = {"zerofs-fuse", "-o", opts, debug ? "-d" : NULL, NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(debug ? 4 : 3, argv);
+	zf->se = fuse_session_new(&args, &zf_ops, sizeof(zf_ops), zf);
+	if (!zf->se) {
+		log_error("cannot create the FUSE session (bad mount options '%s'?)", opts);
+		zfuse_free(zf);
+		errno = EINVAL;
+		return NULL;
+	}
+	if (fuse_set_signal_handlers(zf->se) < 0) {
+		zfuse_free(zf);
+		errno = EIO;
+		return NULL;
+	}
+	if (fuse_session_mount(zf->se, mountpoint) < 0) {
+		log_error("cannot mount on %s (see the message above; is /dev/fuse there?)",
+			  mountpoint);
+		zfuse_free(zf);
+		errno = EIO;
+		return NULL;
+	}
+	zf->mounted = 1;
+	return zf;
+}
+
+int zfuse_loop(struct zfuse *zf, const struct cfg *cfg)
+{
+	struct fuse_loop_config *lc = fuse_loop_cfg_create();
+	if (!lc)
+		return -ENOMEM;
+	fuse_loop_cfg_set_max_threads(lc, (unsigned int)cfg->threads);
+	fuse_loop_cfg_set_idle_threads(lc, (unsigned int)cfg->threads);
+	int rc = fuse_session_loop_mt(zf->se, lc);
+	fuse_loop_cfg_destroy(lc);
+	fuse_session_unmount(zf->se);
+	zf->mounted = 0;
+	return rc < 0 ? rc : 0;
+}
+
+void zfuse_free(struct zfuse *zf)
+{
+	if (!zf)
+		return;
+	if (zf->se) {
+		if (zf->mounted)
+			fuse_session_unmount(zf->se);
+		fuse_remove_signal_handlers(zf->se);
+		fuse_session_destroy(zf->se);
+	}
+	free(zf->mountpoint);
+	free(zf);
+}

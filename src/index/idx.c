@@ -1,0 +1,1139 @@
+/* idx.c: the SQLite index (see idx.h).  One connection, every statement
+ * prepared once at open and kept in ix->st[]; a sqlite3_session on the
+ * replicated tables records what the journal must make durable.
+ *
+ * Statements are borrowed with the STMT() macro, which resets the statement
+ * and clears its bindings when the borrowing scope ends, so no path can leave
+ * a statement half-stepped (and holding a read transaction open). */
+#ifndef SQLITE_ENABLE_SESSION
+#define SQLITE_ENABLE_SESSION
+#endif
+#ifndef SQLITE_ENABLE_PREUPDATE_HOOK
+#define SQLITE_ENABLE_PREUPDATE_HOOK
+#endif
+
+#include "index/idx.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "common/util.h"
+#include "log.h"
+
+static const char schema_sql[] =
+	"CREATE TABLE IF NOT EXISTS super(k TEXT PRIMARY KEY, v INTEGER);"
+	"CREATE TABLE IF NOT EXISTS local(k TEXT PRIMARY KEY, v);"
+	"CREATE TABLE IF NOT EXISTS inode(ino INTEGER PRIMARY KEY, mode INTEGER, uid INTEGER,"
+	" gid INTEGER, nlink INTEGER, size INTEGER, rdev INTEGER, atime INTEGER, mtime INTEGER,"
+	" ctime INTEGER, btime INTEGER);"
+	/* Orphans are rare; a partial index finds them at mount without a full scan. */
+	"CREATE INDEX IF NOT EXISTS inode_orphan ON inode(ino) WHERE nlink = 0;"
+	"CREATE TABLE IF NOT EXISTS symlink(ino INTEGER PRIMARY KEY, target BLOB);"
+	"CREATE TABLE IF NOT EXISTS dirent(id INTEGER PRIMARY KEY AUTOINCREMENT, parent INTEGER,"
+	" name BLOB, ino INTEGER, UNIQUE(parent, name));"
+	"CREATE INDEX IF NOT EXISTS dirent_parent ON dirent(parent, id);"
+	"CREATE TABLE IF NOT EXISTS extent(ino INTEGER, blk INTEGER, seg INTEGER, off INTEGER,"
+	" len INTEGER, plen INTEGER, frame INTEGER, PRIMARY KEY(ino, blk)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS segment(seg INTEGER PRIMARY KEY, size INTEGER, live INTEGER,"
+	" frames INTEGER);"
+	"CREATE TABLE IF NOT EXISTS xattr(ino INTEGER, name BLOB, value BLOB,"
+	" PRIMARY KEY(ino, name)) WITHOUT ROWID;";
+
+/* Everything the journal replicates: all tables but local (and SQLite's own). */
+static const char *const replicated[] = {
+	"super", "inode", "symlink", "dirent", "extent", "segment", "xattr",
+};
+
+enum stmt_id {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_SUPER_GET,
+	ST_SUPER_SET,
+	ST_LOCAL_GET,
+	ST_LOCAL_SET,
+	ST_LOCAL_DEL,
+	ST_INODE_GET,
+	ST_INODE_INSERT,
+	ST_INODE_UPDATE,
+	ST_INODE_DELETE,
+	ST_INODE_ORPHANS,
+	ST_INODE_COUNT,
+	ST_SYMLINK_SET,
+	ST_SYMLINK_GET,
+	ST_SYMLINK_DELETE,
+	ST_DIRENT_LOOKUP,
+	ST_DIRENT_INSERT,
+	ST_DIRENT_DELETE,
+	ST_DIRENT_RETARGET,
+	ST_DIR_EMPTY,
+	ST_READDIR,
+	ST_EXTENT_GET,
+	ST_EXTENT_NEXT,
+	ST_EXTENT_RANGE,
+	ST_EXTENT_UPSERT,
+	ST_EXTENT_UNLIVE_RANGE,
+	ST_EXTENT_DELETE_RANGE,
+	ST_SEGMENT_CREATE,
+	ST_SEGMENT_SEAL,
+	ST_SEGMENT_GET,
+	ST_SEGMENT_DELETE,
+	ST_SEGMENT_LIST,
+	ST_SEGMENT_LIVE_ADD,
+	ST_LIVE_BYTES,
+	ST_XATTR_GET,
+	ST_XATTR_INSERT,
+	ST_XATTR_REPLACE,
+	ST_XATTR_UPSERT,
+	ST_XATTR_DELETE,
+	ST_XATTR_DELETE_INO,
+	ST_XATTR_LIST,
+	ST_COUNT
+};
+
+#define INODE_COLS "ino, mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, btime"
+#define EXTENT_COLS "blk, seg, off, len, plen, frame"
+
+static const char *const stmt_sql[ST_COUNT] = {
+	[ST_BEGIN] = "BEGIN",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_SUPER_GET] = "SELECT v FROM super WHERE k = ?1",
+	[ST_SUPER_SET] = "INSERT INTO super(k, v) VALUES(?1, ?2)"
+			 " ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+	[ST_LOCAL_GET] = "SELECT v FROM local WHERE k = ?1",
+	[ST_LOCAL_SET] = "INSERT INTO local(k, v) VALUES(?1, ?2)"
+			 " ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+	[ST_LOCAL_DEL] = "DELETE FROM local WHERE k = ?1",
+	[ST_INODE_GET] = "SELECT " INODE_COLS " FROM inode WHERE ino = ?1",
+	[ST_INODE_INSERT] = "INSERT INTO inode(" INODE_COLS ")"
+			    " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_INODE_UPDATE] = "UPDATE inode SET mode = ?2, uid = ?3, gid = ?4, nlink = ?5,"
+			    " size = ?6, rdev = ?7, atime = ?8, mtime = ?9, ctime = ?10,"
+			    " btime = ?11 WHERE ino = ?1",
+	[ST_INODE_DELETE] = "DELETE FROM inode WHERE ino = ?1",
+	[ST_INODE_ORPHANS] = "SELECT ino FROM inode WHERE nlink = 0",
+	[ST_INODE_COUNT] = "SELECT count(*) FROM inode",
+	[ST_SYMLINK_SET] = "INSERT INTO symlink(ino, target) VALUES(?1, ?2)"
+			   " ON CONFLICT(ino) DO UPDATE SET target = excluded.target",
+	[ST_SYMLINK_GET] = "SELECT target FROM symlink WHERE ino = ?1",
+	[ST_SYMLINK_DELETE] = "DELETE FROM symlink WHERE ino = ?1",
+	[ST_DIRENT_LOOKUP] = "SELECT ino FROM dirent WHERE parent = ?1 AND name = ?2",
+	[ST_DIRENT_INSERT] = "INSERT INTO dirent(parent, name, ino) VALUES(?1, ?2, ?3)",
+	[ST_DIRENT_DELETE] = "DELETE FROM dirent WHERE parent = ?1 AND name = ?2",
+	[ST_DIRENT_RETARGET] = "UPDATE dirent SET ino = ?3 WHERE parent = ?1 AND name = ?2",
+	[ST_DIR_EMPTY] = "SELECT 1 FROM dirent WHERE parent = ?1 LIMIT 1",
+	[ST_READDIR] = "SELECT d.id, d.name, i.ino, i.mode, i.uid, i.gid, i.nlink, i.size,"
+		       " i.rdev, i.atime, i.mtime, i.ctime, i.btime"
+		       " FROM dirent AS d JOIN inode AS i ON i.ino = d.ino"
+		       " WHERE d.parent = ?1 AND d.id > ?2 ORDER BY d.id",
+	[ST_EXTENT_GET] = "SELECT " EXTENT_COLS " FROM extent WHERE ino = ?1 AND blk = ?2",
+	[ST_EXTENT_NEXT] = "SELECT " EXTENT_COLS " FROM extent WHERE ino = ?1 AND blk >= ?2"
+			   " ORDER BY blk LIMIT 1",
+	[ST_EXTENT_RANGE] = "SELECT " EXTENT_COLS " FROM extent"
+			    " WHERE ino = ?1 AND blk >= ?2 AND blk < ?3 ORDER BY blk",
+	[ST_EXTENT_UPSERT] = "INSERT INTO extent(ino, " EXTENT_COLS ")"
+			     " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(ino, blk) DO UPDATE"
+			     " SET seg = excluded.seg, off = excluded.off, len = excluded.len,"
+			     " plen = excluded.plen, frame = excluded.frame",
+	/* One aggregate pass over the range, then one update per segment touched:
+	 * linear in the extents deleted, whatever the range's size. */
+	[ST_EXTENT_UNLIVE_RANGE] = "UPDATE segment SET live = live - d.n"
+				   " FROM (SELECT seg, sum(len) AS n FROM extent"
+				   " WHERE ino = ?1 AND blk >= ?2 AND blk < ?3 GROUP BY seg) AS d"
+				   " WHERE segment.seg = d.seg",
+	[ST_EXTENT_DELETE_RANGE] = "DELETE FROM extent WHERE ino = ?1 AND blk >= ?2 AND blk < ?3",
+	[ST_SEGMENT_CREATE] = "INSERT INTO segment(seg, size, live, frames) VALUES(?1, 0, 0, 0)",
+	[ST_SEGMENT_SEAL] = "UPDATE segment SET size = ?2, frames = ?3 WHERE seg = ?1",
+	[ST_SEGMENT_GET] = "SELECT size, live FROM segment WHERE seg = ?1",
+	[ST_SEGMENT_DELETE] = "DELETE FROM segment WHERE seg = ?1",
+	[ST_SEGMENT_LIST] = "SELECT seg, size, live FROM segment ORDER BY seg",
+	[ST_SEGMENT_LIVE_ADD] = "UPDATE segment SET live = live + ?2 WHERE seg = ?1",
+	[ST_LIVE_BYTES] = "SELECT coalesce(sum(live), 0) FROM segment",
+	[ST_XATTR_GET] = "SELECT value FROM xattr WHERE ino = ?1 AND name = ?2",
+	[ST_XATTR_INSERT] = "INSERT INTO xattr(ino, name, value) VALUES(?1, ?2, ?3)",
+	[ST_XATTR_REPLACE] = "UPDATE xattr SET value = ?3 WHERE ino = ?1 AND name = ?2",
+	[ST_XATTR_UPSERT] = "INSERT INTO xattr(ino, name, value) VALUES(?1, ?2, ?3)"
+			    " ON CONFLICT(ino, name) DO UPDATE SET value = excluded.value",
+	[ST_XATTR_DELETE] = "DELETE FROM xattr WHERE ino = ?1 AND name = ?2",
+	[ST_XATTR_DELETE_INO] = "DELETE FROM xattr WHERE ino = ?1",
+	[ST_XATTR_LIST] = "SELECT name FROM xattr WHERE ino = ?1 ORDER BY name",
+};
+
+struct idx {
+	sqlite3 *db;
+	sqlite3_session *session;
+	sqlite3_stmt *st[ST_COUNT];
+};
+
+static void stmt_release(sqlite3_stmt **st)
+{
+	sqlite3_reset(*st);
+	sqlite3_clear_bindings(*st);
+}
+
+/* Borrow statement id of ix as a local named var, reset when the scope ends. */
+#define STMT(var, ix, id) sqlite3_stmt *var __attribute__((cleanup(stmt_release))) = (ix)->st[id]
+
+/* Log SQLite's message for a failure once, and turn it into -EIO. */
+static int db_error(struct idx *ix, const char *what)
+{
+	log_error("index: %s: %s", what, sqlite3_errmsg(ix->db));
+	return -EIO;
+}
+
+/* Step st: SQLITE_ROW or SQLITE_DONE, or -EIO (logged).  A constraint
+ * violation is -EEXIST (not logged: the caller expects duplicates). */
+static int step(struct idx *ix, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		return rc;
+	if ((rc & 0xff) == SQLITE_CONSTRAINT)
+		return -EEXIST;
+	log_error("index: %s: %s", sqlite3_sql(st), sqlite3_errmsg(ix->db));
+	return -EIO;
+}
+
+/* Run a statement that returns no rows. */
+static int exec_done(struct idx *ix, sqlite3_stmt *st)
+{
+	int r = step(ix, st);
+
+	return r < 0 ? r : 0;
+}
+
+/* Run an UPDATE or DELETE that must touch a row; enoent when it touched none. */
+static int exec_one(struct idx *ix, sqlite3_stmt *st, int enoent)
+{
+	int r = exec_done(ix, st);
+
+	if (r < 0)
+		return r;
+	return sqlite3_changes(ix->db) ? 0 : enoent;
+}
+
+/* SQLite integers are signed; block numbers like UINT64_MAX mean "to the end". */
+static void bind_u64(sqlite3_stmt *st, int i, uint64_t v)
+{
+	sqlite3_bind_int64(st, i, v > INT64_MAX ? INT64_MAX : (int64_t)v);
+}
+
+static void bind_name(sqlite3_stmt *st, int i, const char *name)
+{
+	sqlite3_bind_blob(st, i, name, (int)strlen(name), SQLITE_STATIC);
+}
+
+/* A copy of column i (BLOB or TEXT) as a NUL-terminated string. */
+static int column_strdup(sqlite3_stmt *st, int i, char **out)
+{
+	const void *p = sqlite3_column_blob(st, i);
+	size_t n = (size_t)sqlite3_column_bytes(st, i);
+	char *s = malloc(n + 1);
+
+	if (!s)
+		return -ENOMEM;
+	if (n)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	*out = s;
+	return 0;
+}
+
+static void bind_inode(sqlite3_stmt *st, const struct idx_inode *in)
+{
+	bind_u64(st, 1, in->ino);
+	sqlite3_bind_int64(st, 2, in->mode);
+	sqlite3_bind_int64(st, 3, in->uid);
+	sqlite3_bind_int64(st, 4, in->gid);
+	sqlite3_bind_int64(st, 5, in->nlink);
+	bind_u64(st, 6, in->size);
+	bind_u64(st, 7, in->rdev);
+	sqlite3_bind_int64(st, 8, in->atime);
+	sqlite3_bind_int64(st, 9, in->mtime);
+	sqlite3_bind_int64(st, 10, in->ctime);
+	sqlite3_bind_int64(st, 11, in->btime);
+}
+
+/* Columns first..first+10 in INODE_COLS order. */
+static void column_inode(sqlite3_stmt *st, int first, struct idx_inode *out)
+{
+	out->ino = (uint64_t)sqlite3_column_int64(st, first);
+	out->mode = (uint32_t)sqlite3_column_int64(st, first + 1);
+	out->uid = (uint32_t)sqlite3_column_int64(st, first + 2);
+	out->gid = (uint32_t)sqlite3_column_int64(st, first + 3);
+	out->nlink = (uint32_t)sqlite3_column_int64(st, first + 4);
+	out->size = (uint64_t)sqlite3_column_int64(st, first + 5);
+	out->rdev = (uint64_t)sqlite3_column_int64(st, first + 6);
+	out->atime = sqlite3_column_int64(st, first + 7);
+	out->mtime = sqlite3_column_int64(st, first + 8);
+	out->ctime = sqlite3_column_int64(st, first + 9);
+	out->btime = sqlite3_column_int64(st, first + 10);
+}
+
+/* Columns in EXTENT_COLS order. */
+static void column_extent(sqlite3_stmt *st, struct idx_extent *out)
+{
+	out->blk = (uint64_t)sqlite3_column_int64(st, 0);
+	out->seg = (uint64_t)sqlite3_column_int64(st, 1);
+	out->off = (uint32_t)sqlite3_column_int64(st, 2);
+	out->len = (uint32_t)sqlite3_column_int64(st, 3);
+	out->plen = (uint32_t)sqlite3_column_int64(st, 4);
+	out->frame = (uint32_t)sqlite3_column_int64(st, 5);
+}
+
+/* ---- open and close ---- */
+
+static int session_new(struct idx *ix, sqlite3_session **out)
+{
+	sqlite3_session *s;
+
+	if (sqlite3session_create(ix->db, "main", &s) != SQLITE_OK)
+		return db_error(ix, "session create");
+	for (size_t i = 0; i < ARRAY_SIZE(replicated); i++) {
+		if (sqlite3session_attach(s, replicated[i]) != SQLITE_OK) {
+			sqlite3session_delete(s);
+			return db_error(ix, "session attach");
+		}
+	}
+	*out = s;
+	return 0;
+}
+
+static int journal_mode_cb(void *arg, int ncol, char **val, char **col)
+{
+	int *wal = arg;
+
+	*wal = ncol == 1 && val[0] && (strcmp(val[0], "wal") == 0 || strcmp(val[0], "memory") == 0);
+	return 0;
+}
+
+static int configure(struct idx *ix)
+{
+	int wal = 0;
+
+	/* The journal, not SQLite, makes the index durable: no fsyncs here. */
+	if (sqlite3_exec(ix->db, "PRAGMA journal_mode = WAL", journal_mode_cb, &wal, NULL) !=
+	    SQLITE_OK)
+		return db_error(ix, "journal_mode");
+	if (!wal) {
+		log_error("index: cannot switch the database to WAL mode");
+		return -EIO;
+	}
+	if (sqlite3_exec(ix->db,
+			 "PRAGMA synchronous = OFF; PRAGMA temp_store = MEMORY;"
+			 "PRAGMA cache_size = -16000; PRAGMA foreign_keys = OFF;",
+			 NULL, NULL, NULL) != SQLITE_OK)
+		return db_error(ix, "pragmas");
+	if (sqlite3_exec(ix->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		return db_error(ix, "schema");
+	if (sqlite3_exec(ix->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_exec(ix->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		int r = db_error(ix, "schema");
+
+		sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+		return r;
+	}
+	return 0;
+}
+
+static int prepare_all(struct idx *ix)
+{
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(ix->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+				       &ix->st[i], NULL) != SQLITE_OK) {
+			log_error("index: prepare %s: %s", stmt_sql[i], sqlite3_errmsg(ix->db));
+			return -EIO;
+		}
+	}
+	return 0;
+}
+
+struct idx *idx_open(const char *path)
+{
+	struct idx *ix = calloc(1, sizeof(*ix));
+	int r;
+
+	if (!ix)
+		return NULL;
+	/* The caller serialises every call, so SQLite's own mutexes are waste. */
+	if (sqlite3_open_v2(path, &ix->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		r = ix->db ? db_error(ix, path) : -ENOMEM;
+		goto err_close;
+	}
+	r = configure(ix);
+	if (r == 0)
+		r = prepare_all(ix);
+	if (r == 0)
+		r = session_new(ix, &ix->session);
+	if (r == 0)
+		return ix;
+err_close:
+	idx_close(ix);
+	errno = -r;
+	return NULL;
+}
+
+void idx_close(struct idx *ix)
+{
+	if (!ix)
+		return;
+	if (ix->session)
+		sqlite3session_delete(ix->session);
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(ix->st[i]);
+	sqlite3_close(ix->db);
+	free(ix);
+}
+
+static int write_file_synced(const char *path, const void *data, size_t len)
+{
+	CLEANUP_CLOSE int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	const char *p = data;
+
+	if (fd < 0)
+		return -errno;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+/* Remove path and the WAL files that belong to it: a stale -wal would be
+ * replayed over the new image. */
+static int remove_db_files(const char *path)
+{
+	static const char *const suffix[] = { "", "-wal", "-shm" };
+	char name[PATH_MAX];
+
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		if ((size_t)snprintf(name, sizeof(name), "%s%s", path, suffix[i]) >= sizeof(name))
+			return -ENAMETOOLONG;
+		if (unlink(name) < 0 && errno != ENOENT)
+			return -errno;
+	}
+	return 0;
+}
+
+struct idx *idx_open_image(const char *path, const void *image, size_t len)
+{
+	static const char magic[16] = "SQLite format 3";
+	char tmp[PATH_MAX];
+	int r;
+
+	if (len < 100 || memcmp(image, magic, sizeof(magic)) != 0) {
+		log_error("index: %s: checkpoint image is not a SQLite database", path);
+		errno = EINVAL;
+		return NULL;
+	}
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	r = remove_db_files(path);
+	if (r == 0)
+		r = write_file_synced(tmp, image, len);
+	if (r == 0 && rename(tmp, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		log_error("index: writing the image to %s: %s", path, strerror(-r));
+		unlink(tmp);
+		errno = -r;
+		return NULL;
+	}
+	return idx_open(path);
+}
+
+/* ---- transactions ---- */
+
+int idx_begin(struct idx *ix)
+{
+	STMT(st, ix, ST_BEGIN);
+	return exec_done(ix, st);
+}
+
+int idx_commit(struct idx *ix)
+{
+	STMT(st, ix, ST_COMMIT);
+	return exec_done(ix, st);
+}
+
+void idx_rollback(struct idx *ix)
+{
+	STMT(st, ix, ST_ROLLBACK);
+
+	/* SQLite may already have rolled back on its own after an error. */
+	if (!sqlite3_get_autocommit(ix->db))
+		exec_done(ix, st);
+}
+
+/* ---- counters ---- */
+
+int idx_super_get(struct idx *ix, const char *k, int64_t *v)
+{
+	STMT(st, ix, ST_SUPER_GET);
+	int r;
+
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENOENT;
+	*v = sqlite3_column_int64(st, 0);
+	return 0;
+}
+
+int idx_super_set(struct idx *ix, const char *k, int64_t v)
+{
+	STMT(st, ix, ST_SUPER_SET);
+
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, v);
+	return exec_done(ix, st);
+}
+
+int idx_local_get(struct idx *ix, const char *k, char **v)
+{
+	STMT(st, ix, ST_LOCAL_GET);
+	int r;
+
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENOENT;
+	return column_strdup(st, 0, v);
+}
+
+int idx_local_set(struct idx *ix, const char *k, const char *v)
+{
+	STMT(st, ix, v ? ST_LOCAL_SET : ST_LOCAL_DEL);
+
+	sqlite3_bind_text(st, 1, k, -1, SQLITE_STATIC);
+	if (v)
+		sqlite3_bind_text(st, 2, v, -1, SQLITE_STATIC);
+	return exec_done(ix, st);
+}
+
+/* ---- inodes ---- */
+
+int idx_inode_get(struct idx *ix, uint64_t ino, struct idx_inode *out)
+{
+	STMT(st, ix, ST_INODE_GET);
+	int r;
+
+	bind_u64(st, 1, ino);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENOENT;
+	column_inode(st, 0, out);
+	return 0;
+}
+
+int idx_inode_insert(struct idx *ix, const struct idx_inode *in)
+{
+	STMT(st, ix, ST_INODE_INSERT);
+
+	bind_inode(st, in);
+	return exec_done(ix, st);
+}
+
+int idx_inode_create(struct idx *ix, struct idx_inode *in)
+{
+	int64_t next;
+	int r = idx_super_get(ix, "next_ino", &next);
+
+	if (r == -ENOENT)
+		next = IDX_ROOT_INO + 1;
+	else if (r < 0)
+		return r;
+	in->ino = (uint64_t)next;
+	r = idx_inode_insert(ix, in);
+	if (r == 0)
+		r = idx_super_set(ix, "next_ino", next + 1);
+	return r;
+}
+
+int idx_inode_update(struct idx *ix, const struct idx_inode *in)
+{
+	STMT(st, ix, ST_INODE_UPDATE);
+
+	bind_inode(st, in);
+	return exec_one(ix, st, -ENOENT);
+}
+
+static int delete_by_ino(struct idx *ix, enum stmt_id id, uint64_t ino)
+{
+	STMT(st, ix, id);
+
+	bind_u64(st, 1, ino);
+	return exec_done(ix, st);
+}
+
+int idx_inode_delete(struct idx *ix, uint64_t ino)
+{
+	STMT(st, ix, ST_INODE_DELETE);
+	int r;
+
+	bind_u64(st, 1, ino);
+	r = exec_one(ix, st, -ENOENT);
+	if (r == 0)
+		r = idx_extent_delete_range(ix, ino, 0, UINT64_MAX);
+	if (r == 0)
+		r = delete_by_ino(ix, ST_XATTR_DELETE_INO, ino);
+	if (r == 0)
+		r = delete_by_ino(ix, ST_SYMLINK_DELETE, ino);
+	return r;
+}
+
+/* Read every orphan number into a malloc'd array. */
+static int orphans_collect(struct idx *ix, uint64_t **out, size_t *n)
+{
+	STMT(st, ix, ST_INODE_ORPHANS);
+	uint64_t *v = NULL;
+	size_t cap = 0;
+	int r;
+
+	*n = 0;
+	while ((r = step(ix, st)) == SQLITE_ROW) {
+		if (*n == cap) {
+			uint64_t *nv = realloc(v, (cap ? cap * 2 : 16) * sizeof(*v));
+
+			if (!nv) {
+				free(v);
+				return -ENOMEM;
+			}
+			v = nv;
+			cap = cap ? cap * 2 : 16;
+		}
+		v[(*n)++] = (uint64_t)sqlite3_column_int64(st, 0);
+	}
+	if (r < 0) {
+		free(v);
+		return r;
+	}
+	*out = v;
+	return 0;
+}
+
+int idx_inode_orphans(struct idx *ix, int (*cb)(void *arg, uint64_t ino), void *arg)
+{
+	/* Collected first so that cb may delete the orphans it is given. */
+	CLEANUP_FREE uint64_t *v = NULL;
+	size_t n;
+	int r = orphans_collect(ix, &v, &n);
+
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = cb(arg, v[i]);
+	return r;
+}
+
+int idx_inode_count(struct idx *ix, uint64_t *n)
+{
+	STMT(st, ix, ST_INODE_COUNT);
+	int r = step(ix, st);
+
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : db_error(ix, "inode count");
+	*n = (uint64_t)sqlite3_column_int64(st, 0);
+	return 0;
+}
+
+/* ---- symlinks ---- */
+
+int idx_symlink_set(struct idx *ix, uint64_t ino, const char *target)
+{
+	STMT(st, ix, ST_SYMLINK_SET);
+
+	bind_u64(st, 1, ino);
+	bind_name(st, 2, target);
+	return exec_done(ix, st);
+}
+
+int idx_symlink_get(struct idx *ix, uint64_t ino, char **target)
+{
+	STMT(st, ix, ST_SYMLINK_GET);
+	int r;
+
+	bind_u64(st, 1, ino);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENOENT;
+	return column_strdup(st, 0, target);
+}
+
+/* ---- directory entries ---- */
+
+int idx_dirent_lookup(struct idx *ix, uint64_t parent, const char *name, uint64_t *ino)
+{
+	STMT(st, ix, ST_DIRENT_LOOKUP);
+	int r;
+
+	bind_u64(st, 1, parent);
+	bind_name(st, 2, name);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENOENT;
+	*ino = (uint64_t)sqlite3_column_int64(st, 0);
+	return 0;
+}
+
+int idx_dirent_insert(struct idx *ix, uint64_t parent, const char *name, uint64_t ino)
+{
+	STMT(st, ix, ST_DIRENT_INSERT);
+
+	bind_u64(st, 1, parent);
+	bind_name(st, 2, name);
+	bind_u64(st, 3, ino);
+	return exec_done(ix, st);
+}
+
+int idx_dirent_delete(struct idx *ix, uint64_t parent, const char *name)
+{
+	STMT(st, ix, ST_DIRENT_DELETE);
+
+	bind_u64(st, 1, parent);
+	bind_name(st, 2, name);
+	return exec_one(ix, st, -ENOENT);
+}
+
+int idx_dirent_retarget(struct idx *ix, uint64_t parent, const char *name, uint64_t ino)
+{
+	STMT(st, ix, ST_DIRENT_RETARGET);
+
+	bind_u64(st, 1, parent);
+	bind_name(st, 2, name);
+	bind_u64(st, 3, ino);
+	return exec_one(ix, st, -ENOENT);
+}
+
+int idx_dir_is_empty(struct idx *ix, uint64_t dir)
+{
+	STMT(st, ix, ST_DIR_EMPTY);
+	int r;
+
+	bind_u64(st, 1, dir);
+	r = step(ix, st);
+	if (r < 0)
+		return r;
+	return r == SQLITE_DONE;
+}
+
+int idx_readdir(struct idx *ix, uint64_t dir, uint64_t after, idx_readdir_cb cb, void *arg)
+{
+	STMT(st, ix, ST_READDIR);
+	struct idx_inode child;
+	int r;
+
+	bind_u64(st, 1, dir);
+	bind_u64(st, 2, after);
+	while ((r = step(ix, st)) == SQLITE_ROW) {
+		/* A BLOB read as text is the same bytes, NUL-terminated by SQLite. */
+		const char *name = (const char *)sqlite3_column_text(st, 1);
+
+		if (!name)
+			return -ENOMEM;
+		column_inode(st, 2, &child);
+		r = cb(arg, name, &child, (uint64_t)sqlite3_column_int64(st, 0));
+		if (r)
+			return r;
+	}
+	return r < 0 ? r : 0;
+}
+
+/* ---- extents and segments ---- */
+
+static int extent_one(struct idx *ix, enum stmt_id id, uint64_t ino, uint64_t blk,
+		      struct idx_extent *out)
+{
+	STMT(st, ix, id);
+	int r;
+
+	bind_u64(st, 1, ino);
+	bind_u64(st, 2, blk);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENOENT;
+	column_extent(st, out);
+	return 0;
+}
+
+int idx_extent_get(struct idx *ix, uint64_t ino, uint64_t blk, struct idx_extent *out)
+{
+	return extent_one(ix, ST_EXTENT_GET, ino, blk, out);
+}
+
+int idx_extent_next(struct idx *ix, uint64_t ino, uint64_t blk, struct idx_extent *out)
+{
+	return extent_one(ix, ST_EXTENT_NEXT, ino, blk, out);
+}
+
+int idx_extent_range(struct idx *ix, uint64_t ino, uint64_t first, uint64_t last,
+		     int (*cb)(void *arg, const struct idx_extent *e), void *arg)
+{
+	STMT(st, ix, ST_EXTENT_RANGE);
+	struct idx_extent e;
+	int r;
+
+	bind_u64(st, 1, ino);
+	bind_u64(st, 2, first);
+	bind_u64(st, 3, last);
+	while ((r = step(ix, st)) == SQLITE_ROW) {
+		column_extent(st, &e);
+		r = cb(arg, &e);
+		if (r)
+			return r;
+	}
+	return r < 0 ? r : 0;
+}
+
+/* Add delta to seg's live bytes; -ENOENT when the segment has no row. */
+static int segment_live_add(struct idx *ix, uint64_t seg, int64_t delta)
+{
+	STMT(st, ix, ST_SEGMENT_LIVE_ADD);
+
+	bind_u64(st, 1, seg);
+	sqlite3_bind_int64(st, 2, delta);
+	return exec_one(ix, st, -ENOENT);
+}
+
+static int extent_upsert(struct idx *ix, uint64_t ino, const struct idx_extent *e)
+{
+	STMT(st, ix, ST_EXTENT_UPSERT);
+
+	bind_u64(st, 1, ino);
+	bind_u64(st, 2, e->blk);
+	bind_u64(st, 3, e->seg);
+	sqlite3_bind_int64(st, 4, e->off);
+	sqlite3_bind_int64(st, 5, e->len);
+	sqlite3_bind_int64(st, 6, e->plen);
+	sqlite3_bind_int64(st, 7, e->frame);
+	return exec_done(ix, st);
+}
+
+int idx_extent_set(struct idx *ix, uint64_t ino, const struct idx_extent *e)
+{
+	struct idx_extent old;
+	int r = idx_extent_get(ix, ino, e->blk, &old);
+
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (r == 0 && old.seg == e->seg) {
+		r = segment_live_add(ix, e->seg, (int64_t)e->len - old.len);
+	} else {
+		/* The new segment first: if it is missing nothing has changed yet. */
+		int had_old = r == 0;
+
+		r = segment_live_add(ix, e->seg, e->len);
+		if (r == 0 && had_old)
+			r = segment_live_add(ix, old.seg, -(int64_t)old.len);
+	}
+	return r ? r : extent_upsert(ix, ino, e);
+}
+
+static int extent_range_exec(struct idx *ix, enum stmt_id id, uint64_t ino, uint64_t first,
+			     uint64_t last)
+{
+	STMT(st, ix, id);
+
+	bind_u64(st, 1, ino);
+	bind_u64(st, 2, first);
+	bind_u64(st, 3, last);
+	return exec_done(ix, st);
+}
+
+int idx_extent_delete_range(struct idx *ix, uint64_t ino, uint64_t first, uint64_t last)
+{
+	int r = extent_range_exec(ix, ST_EXTENT_UNLIVE_RANGE, ino, first, last);
+
+	return r ? r : extent_range_exec(ix, ST_EXTENT_DELETE_RANGE, ino, first, last);
+}
+
+int idx_segment_create(struct idx *ix, uint64_t seg)
+{
+	STMT(st, ix, ST_SEGMENT_CREATE);
+
+	bind_u64(st, 1, seg);
+	return exec_done(ix, st);
+}
+
+int idx_segment_seal(struct idx *ix, uint64_t seg, uint64_t size, uint32_t frames)
+{
+	STMT(st, ix, ST_SEGMENT_SEAL);
+
+	bind_u64(st, 1, seg);
+	bind_u64(st, 2, size);
+	sqlite3_bind_int64(st, 3, frames);
+	return exec_one(ix, st, -ENOENT);
+}
+
+int idx_segment_get(struct idx *ix, uint64_t seg, uint64_t *size, uint64_t *live)
+{
+	STMT(st, ix, ST_SEGMENT_GET);
+	int r;
+
+	bind_u64(st, 1, seg);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENOENT;
+	*size = (uint64_t)sqlite3_column_int64(st, 0);
+	*live = (uint64_t)sqlite3_column_int64(st, 1);
+	return 0;
+}
+
+int idx_segment_delete(struct idx *ix, uint64_t seg)
+{
+	STMT(st, ix, ST_SEGMENT_DELETE);
+
+	bind_u64(st, 1, seg);
+	return exec_one(ix, st, -ENOENT);
+}
+
+int idx_segment_list(struct idx *ix,
+		     int (*cb)(void *arg, uint64_t seg, uint64_t size, uint64_t live), void *arg)
+{
+	STMT(st, ix, ST_SEGMENT_LIST);
+	int r;
+
+	while ((r = step(ix, st)) == SQLITE_ROW) {
+		r = cb(arg, (uint64_t)sqlite3_column_int64(st, 0),
+		       (uint64_t)sqlite3_column_int64(st, 1),
+		       (uint64_t)sqlite3_column_int64(st, 2));
+		if (r)
+			return r;
+	}
+	return r < 0 ? r : 0;
+}
+
+int idx_live_bytes(struct idx *ix, uint64_t *bytes)
+{
+	STMT(st, ix, ST_LIVE_BYTES);
+	int r = step(ix, st);
+
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : db_error(ix, "live bytes");
+	*bytes = (uint64_t)sqlite3_column_int64(st, 0);
+	return 0;
+}
+
+/* ---- extended attributes ---- */
+
+int idx_xattr_get(struct idx *ix, uint64_t ino, const char *name, void **val, size_t *len)
+{
+	STMT(st, ix, ST_XATTR_GET);
+	int r;
+	size_t n;
+
+	bind_u64(st, 1, ino);
+	bind_name(st, 2, name);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENODATA;
+	n = (size_t)sqlite3_column_bytes(st, 0);
+	*val = malloc(n ? n : 1);
+	if (!*val)
+		return -ENOMEM;
+	if (n)
+		memcpy(*val, sqlite3_column_blob(st, 0), n);
+	*len = n;
+	return 0;
+}
+
+/* XATTR_CREATE insists on a new name, XATTR_REPLACE on an existing one. */
+static enum stmt_id xattr_set_stmt(int flags)
+{
+	if (flags & XATTR_CREATE)
+		return ST_XATTR_INSERT;
+	if (flags & XATTR_REPLACE)
+		return ST_XATTR_REPLACE;
+	return ST_XATTR_UPSERT;
+}
+
+int idx_xattr_set(struct idx *ix, uint64_t ino, const char *name, const void *val, size_t len,
+		  int flags)
+{
+	enum stmt_id id = xattr_set_stmt(flags);
+	STMT(st, ix, id);
+
+	if (len > INT_MAX)
+		return -E2BIG;
+	bind_u64(st, 1, ino);
+	bind_name(st, 2, name);
+	/* An empty value is an empty BLOB, not NULL (val may be NULL then). */
+	if (len)
+		sqlite3_bind_blob(st, 3, val, (int)len, SQLITE_STATIC);
+	else
+		sqlite3_bind_zeroblob(st, 3, 0);
+	if (id == ST_XATTR_REPLACE)
+		return exec_one(ix, st, -ENODATA);
+	return exec_done(ix, st);
+}
+
+int idx_xattr_remove(struct idx *ix, uint64_t ino, const char *name)
+{
+	STMT(st, ix, ST_XATTR_DELETE);
+
+	bind_u64(st, 1, ino);
+	bind_name(st, 2, name);
+	return exec_one(ix, st, -ENODATA);
+}
+
+int idx_xattr_list(struct idx *ix, uint64_t ino, int (*cb)(void *arg, const char *name), void *arg)
+{
+	STMT(st, ix, ST_XATTR_LIST);
+	int r;
+
+	bind_u64(st, 1, ino);
+	while ((r = step(ix, st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+
+		if (!name)
+			return -ENOMEM;
+		r = cb(arg, name);
+		if (r)
+			return r;
+	}
+	return r < 0 ? r : 0;
+}
+
+/* ---- durability hooks ---- */
+
+int idx_changeset_take(struct idx *ix, void **cs, size_t *len)
+{
+	sqlite3_session *fresh;
+	void *buf = NULL;
+	int n = 0;
+	int r;
+
+	/* Mid-transaction the session would hand out uncommitted changes. */
+	if (!sqlite3_get_autocommit(ix->db))
+		return -EBUSY;
+	/* Idle barriers are common: no changeset to build, no session to renew. */
+	if (sqlite3session_isempty(ix->session)) {
+		*cs = NULL;
+		*len = 0;
+		return 0;
+	}
+	if (sqlite3session_changeset(ix->session, &n, &buf) != SQLITE_OK)
+		return db_error(ix, "changeset");
+	*cs = NULL;
+	if (n > 0) {
+		*cs = malloc((size_t)n);
+		if (!*cs) {
+			sqlite3_free(buf);
+			return -ENOMEM;
+		}
+		memcpy(*cs, buf, (size_t)n);
+	}
+	sqlite3_free(buf);
+	/* Only now drop the old session: on any failure above it still holds
+	 * every change, and the next take returns them all. */
+	r = session_new(ix, &fresh);
+	if (r < 0) {
+		free(*cs);
+		*cs = NULL;
+		return r;
+	}
+	sqlite3session_delete(ix->session);
+	ix->session = fresh;
+	*len = (size_t)n;
+	return 0;
+}
+
+struct apply_ctx {
+	int conflicts;
+};
+
+/* A changeset touching any other table (local above all) was not made by
+ * idx_changeset_take: it does not fit either. */
+static int apply_filter(void *arg, const char *table)
+{
+	struct apply_ctx *ctx = arg;
+
+	for (size_t i = 0; i < ARRAY_SIZE(replicated); i++)
+		if (strcmp(table, replicated[i]) == 0)
+			return 1;
+	if (ctx->conflicts++ == 0)
+		log_error("index: changeset does not fit: it changes table %s", table);
+	return 0;
+}
+
+static int apply_conflict(void *arg, int type, sqlite3_changeset_iter *it)
+{
+	struct apply_ctx *ctx = arg;
+	const char *table = "?";
+	int ncol, op, indirect;
+
+	sqlite3changeset_op(it, &table, &ncol, &op, &indirect);
+	if (ctx->conflicts++ == 0)
+		log_error("index: changeset does not fit: conflict %d on table %s (op %d)", type,
+			  table, op);
+	return SQLITE_CHANGESET_ABORT;
+}
+
+int idx_changeset_apply(struct idx *ix, const void *cs, size_t len)
+{
+	struct apply_ctx ctx = { 0 };
+	int rc;
+
+	if (len == 0)
+		return 0;
+	if (len > INT_MAX)
+		return -E2BIG;
+	if (sqlite3_exec(ix->db, "SAVEPOINT idx_apply", NULL, NULL, NULL) != SQLITE_OK)
+		return db_error(ix, "changeset apply");
+	/* Recovery replays what is already durable: recording it again would
+	 * write it to the journal twice. */
+	sqlite3session_enable(ix->session, 0);
+	rc = sqlite3changeset_apply(ix->db, (int)len, (void *)cs, apply_filter, apply_conflict,
+				    &ctx);
+	sqlite3session_enable(ix->session, 1);
+	if (rc == SQLITE_OK && !ctx.conflicts) {
+		if (sqlite3_exec(ix->db, "RELEASE idx_apply", NULL, NULL, NULL) == SQLITE_OK)
+			return 0;
+		rc = db_error(ix, "changeset apply");
+	} else if (ctx.conflicts) {
+		rc = -EUCLEAN;
+	} else {
+		rc = db_error(ix, "changeset apply");
+	}
+	sqlite3_exec(ix->db, "ROLLBACK TO idx_apply; RELEASE idx_apply", NULL, NULL, NULL);
+	return rc;
+}
+
+int idx_serialize(struct idx *ix, void **image, size_t *len)
+{
+	sqlite3_int64 n = 0;
+	unsigned char *buf;
+
+	/* Inside a transaction the image would hold uncommitted changes. */
+	if (!sqlite3_get_autocommit(ix->db))
+		return -EBUSY;
+	buf = sqlite3_serialize(ix->db, "main", &n, 0);
+	if (!buf)
+		return db_error(ix, "serialize");
+	*image = malloc((size_t)n);
+	if (!*image) {
+		sqlite3_free(buf);
+		return -ENOMEM;
+	}
+	memcpy(*image, buf, (size_t)n);
+	sqlite3_free(buf);
+	*len = (size_t)n;
+	return 0;
+}

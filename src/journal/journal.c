@@ -1,0 +1,487 @@
+/* journal.c: barriers (group commit), the index log and checkpoints, and
+ * recovery.  The protocol is described in journal.h. */
+#include "config.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "journal/journal.h"
+#include "log.h"
+
+struct pending_log {
+	uint64_t seq;
+	void *cs;
+	size_t len;
+	struct pending_log *next;
+};
+
+struct jnl {
+	struct store *st;
+	struct seal_key key;
+	struct idx *ix;
+	struct data *d;
+	pthread_mutex_t *fs_lock;
+	struct jnl_params p;
+
+	pthread_mutex_t m; /* everything below */
+	pthread_cond_t cond;       /* a barrier completed */
+	pthread_cond_t timer_cond; /* stop the periodic barrier */
+	uint64_t started, completed, ok; /* barrier numbers */
+	int running;
+	uint64_t seq, ckpt;             /* newest log taken; newest checkpoint */
+	struct pending_log *pending, *pending_tail;
+	int last_rc;
+	struct jnl_stats stats;
+
+	pthread_t timer;
+	int timer_running;
+	int stop;
+};
+
+static void meta_key(char *out, size_t n, char kind, uint64_t seq)
+{
+	snprintf(out, n, "meta/%s/%016" PRIx64, kind == 'L' ? "log" : "ckpt", seq);
+}
+
+/* Seal a metadata object (plen u64 | frame) and store it. */
+static int meta_put(struct store *st, const struct seal_key *key, char kind, uint64_t seq,
+		    const void *data, size_t len)
+{
+	size_t cap = 8 + seal_frame_bound(len);
+	CLEANUP_FREE uint8_t *obj = malloc(cap);
+	if (!obj)
+		return -ENOMEM;
+	uint8_t ad[SEAL_AD_BYTES];
+	seal_ad_meta(ad, kind, seq);
+	put_le64(obj, len);
+	ssize_t n = seal_frame_encode(key, ad, sizeof(ad), data, len, obj + 8, cap - 8, 1);
+	if (n < 0)
+		return (int)n;
+	char name[64];
+	meta_key(name, sizeof(name), kind, seq);
+	int rc = store_put(st, name, obj, 8 + (size_t)n, 0);
+	if (rc < 0)
+		log_error("could not store %s: %s", name, strerror(-rc));
+	return rc;
+}
+
+/* Fetch and open a metadata object.  *out is malloc'd. */
+static int meta_get(struct store *st, const struct seal_key *key, char kind, uint64_t seq,
+		    void **out, size_t *outlen)
+{
+	char name[64];
+	meta_key(name, sizeof(name), kind, seq);
+	CLEANUP_FREE uint8_t *obj = NULL;
+	size_t len;
+	int rc = store_get_all(st, name, (void **)&obj, &len);
+	if (rc < 0) {
+		log_error("could not read %s: %s", name, strerror(-rc));
+		return rc == -ENOENT ? -EUCLEAN : rc;
+	}
+	uint64_t plen = len >= 8 ? get_le64(obj) : 0;
+	if (len < 8 || plen > (uint64_t)1 << 36) {
+		log_error("%s is damaged (bad length header)", name);
+		return -EUCLEAN;
+	}
+	uint8_t *plain = malloc(plen ? plen : 1);
+	if (!plain)
+		return -ENOMEM;
+	uint8_t ad[SEAL_AD_BYTES];
+	seal_ad_meta(ad, kind, seq);
+	ssize_t n = seal_frame_decode(key, ad, sizeof(ad), obj + 8, len - 8, plain, plen);
+	if (n < 0 || (uint64_t)n != plen) {
+		log_error("%s is damaged: it failed authentication", name);
+		free(plain);
+		return -EUCLEAN;
+	}
+	*out = plain;
+	*outlen = plen;
+	return 0;
+}
+
+int jnl_format(struct store *st, const struct seal_key *key, struct idx *ix)
+{
+	CLEANUP_FREE void *image = NULL;
+	size_t len;
+	int rc = idx_serialize(ix, &image, &len);
+	if (rc < 0)
+		return rc;
+	return meta_put(st, key, 'C', 0, image, len);
+}
+
+/* ---- recovery ---- */
+
+struct seqlist {
+	uint64_t *v;
+	size_t n, cap;
+	int bad;
+};
+
+static int collect_seq(void *arg, const char *key, uint64_t size)
+{
+	struct seqlist *l = arg;
+	const char *slash = strrchr(key, '/');
+	char *end;
+	uint64_t v = strtoull(slash ? slash + 1 : key, &end, 16);
+	if (*end || end == (slash ? slash + 1 : key)) {
+		log_warn("ignoring unexpected object %s", key);
+		return 0;
+	}
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? l->cap * 2 : 64;
+		uint64_t *nv = realloc(l->v, nc * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		l->v = nv;
+		l->cap = nc;
+	}
+	l->v[l->n++] = v;
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int list_seqs(struct store *st, const char *prefix, struct seqlist *l)
+{
+	int rc = store_list(st, prefix, collect_seq, l);
+	if (rc < 0) {
+		log_error("could not list %s in the store: %s", prefix, strerror(-rc));
+		return rc;
+	}
+	if (l->n)
+		qsort(l->v, l->n, sizeof(*l->v), cmp_u64);
+	return 0;
+}
+
+/* Is the local database a clean copy of exactly this state? */
+static struct idx *try_local(const char *db_path, const char *fsid_hex, uint64_t seq)
+{
+	struct stat sb;
+	if (stat(db_path, &sb) < 0)
+		return NULL;
+	struct idx *ix = idx_open(db_path);
+	if (!ix) {
+		log_warn("local index %s cannot be opened; rebuilding it from the store", db_path);
+		return NULL;
+	}
+	CLEANUP_FREE char *fsid = NULL;
+	CLEANUP_FREE char *clean = NULL;
+	char want[32];
+	snprintf(want, sizeof(want), "%016" PRIx64, seq);
+	if (idx_local_get(ix, "fsid", &fsid) == 0 && strcmp(fsid, fsid_hex) == 0 &&
+	    idx_local_get(ix, "clean_seq", &clean) == 0 && strcmp(clean, want) == 0)
+		return ix;
+	log_info("local index is not a clean copy of barrier %s; rebuilding it from the store",
+		 want);
+	idx_close(ix);
+	return NULL;
+}
+
+int jnl_recover(struct store *st, const struct seal_key *key, const char *db_path,
+		const char *fsid_hex, struct idx **ixp, uint64_t *seqp, uint64_t *ckptp)
+{
+	struct seqlist ck = {0}, lg = {0};
+	int rc = list_seqs(st, "meta/ckpt/", &ck);
+	if (rc == 0)
+		rc = list_seqs(st, "meta/log/", &lg);
+	if (rc < 0)
+		goto out;
+	if (ck.n == 0) {
+		log_error("the store has no index checkpoint (meta/ckpt/): it is damaged");
+		rc = -EUCLEAN;
+		goto out;
+	}
+	uint64_t ckpt = ck.v[ck.n - 1];
+	/* The logs after the checkpoint, which must follow it without a gap. */
+	size_t first = 0;
+	while (first < lg.n && lg.v[first] <= ckpt)
+		first++;
+	size_t last = first;
+	while (last < lg.n && lg.v[last] == ckpt + 1 + (last - first))
+		last++;
+	if (last < lg.n)
+		log_warn("index log has a gap after %016" PRIx64 "; later logs ignored",
+			 last > first ? lg.v[last - 1] : ckpt);
+	uint64_t seq = last > first ? lg.v[last - 1] : ckpt;
+
+	struct idx *ix = try_local(db_path, fsid_hex, seq);
+	if (!ix) {
+		CLEANUP_FREE void *image = NULL;
+		size_t len;
+		rc = meta_get(st, key, 'C', ckpt, &image, &len);
+		if (rc < 0)
+			goto out;
+		ix = idx_open_image(db_path, image, len);
+		if (!ix) {
+			rc = -errno;
+			log_error("could not write the local index %s: %m", db_path);
+			goto out;
+		}
+		for (size_t i = first; i < last; i++) {
+			CLEANUP_FREE void *cs = NULL;
+			rc = meta_get(st, key, 'L', lg.v[i], &cs, &len);
+			if (rc == 0)
+				rc = idx_changeset_apply(ix, cs, len);
+			if (rc < 0) {
+				log_error("index log %016" PRIx64 " cannot be applied", lg.v[i]);
+				idx_close(ix);
+				goto out;
+			}
+		}
+		rc = idx_local_set(ix, "fsid", fsid_hex);
+		if (rc < 0) {
+			idx_close(ix);
+			goto out;
+		}
+		log_info("index rebuilt from checkpoint %016" PRIx64 " and %zu log objects", ckpt,
+			 last - first);
+	}
+	*ixp = ix;
+	*seqp = seq;
+	*ckptp = ckpt;
+	rc = 0;
+out:
+	free(ck.v);
+	free(lg.v);
+	return rc;
+}
+
+/* ---- barriers ---- */
+
+static int store_pending(struct jnl *j)
+{
+	for (;;) {
+		pthread_mutex_lock(&j->m);
+		struct pending_log *pl = j->pending;
+		pthread_mutex_unlock(&j->m);
+		if (!pl)
+			return 0;
+		int rc = meta_put(j->st, &j->key, 'L', pl->seq, pl->cs, pl->len);
+		if (rc < 0)
+			return rc;
+		pthread_mutex_lock(&j->m);
+		j->pending = pl->next;
+		if (!j->pending)
+			j->pending_tail = NULL;
+		pthread_mutex_unlock(&j->m);
+		free(pl->cs);
+		free(pl);
+	}
+}
+
+static int queue_log(struct jnl *j, void *cs, size_t len)
+{
+	struct pending_log *pl = calloc(1, sizeof(*pl));
+	if (!pl)
+		return -ENOMEM;
+	pl->cs = cs;
+	pl->len = len;
+	pthread_mutex_lock(&j->m);
+	pl->seq = ++j->seq;
+	if (j->pending_tail)
+		j->pending_tail->next = pl;
+	else
+		j->pending = pl;
+	j->pending_tail = pl;
+	pthread_mutex_unlock(&j->m);
+	return 0;
+}
+
+/* Delete what checkpoint ckpt replaces.  Failures only leave garbage. */
+static void prune(struct jnl *j, uint64_t ckpt)
+{
+	struct seqlist l = {0};
+	char name[64];
+	if (list_seqs(j->st, "meta/log/", &l) == 0)
+		for (size_t i = 0; i < l.n && l.v[i] <= ckpt; i++) {
+			meta_key(name, sizeof(name), 'L', l.v[i]);
+			store_del(j->st, name);
+		}
+	free(l.v);
+	memset(&l, 0, sizeof(l));
+	if (list_seqs(j->st, "meta/ckpt/", &l) == 0)
+		for (size_t i = 0; i < l.n && l.v[i] < ckpt; i++) {
+			meta_key(name, sizeof(name), 'C', l.v[i]);
+			store_del(j->st, name);
+		}
+	free(l.v);
+}
+
+static int barrier(struct jnl *j)
+{
+	uint64_t mark;
+	CLEANUP_FREE void *image = NULL;
+	size_t ilen = 0;
+	uint64_t ckseq = 0;
+
+	pthread_mutex_lock(j->fs_lock);
+	int rc = data_flush_all(j->d, &mark);
+	if (rc == 0) {
+		void *cs = NULL;
+		size_t len = 0;
+		rc = idx_changeset_take(j->ix, &cs, &len);
+		if (rc == 0 && len > 0) {
+			rc = queue_log(j, cs, len);
+			if (rc < 0)
+				free(cs);
+		}
+	}
+	if (rc == 0 && j->seq >= j->ckpt + j->p.checkpoint_interval) {
+		ckseq = j->seq;
+		rc = idx_serialize(j->ix, &image, &ilen);
+	}
+	if (rc == 0)
+		rc = data_wait_stored(j->d, mark);
+	pthread_mutex_unlock(j->fs_lock);
+	if (rc < 0)
+		return rc;
+
+	rc = store_pending(j);
+	if (rc < 0)
+		return rc;
+	if (image) {
+		rc = meta_put(j->st, &j->key, 'C', ckseq, image, ilen);
+		if (rc < 0)
+			return rc;
+		j->ckpt = ckseq;
+		prune(j, ckseq);
+	}
+	return 0;
+}
+
+int jnl_sync(struct jnl *j)
+{
+	pthread_mutex_lock(&j->m);
+	/* Any barrier that starts from now on covers what the caller wrote. */
+	uint64_t want = j->started + 1;
+	while (j->completed < want) {
+		if (j->running) {
+			pthread_cond_wait(&j->cond, &j->m);
+			continue;
+		}
+		j->running = 1;
+		uint64_t n = ++j->started;
+		pthread_mutex_unlock(&j->m);
+		uint64_t t0 = util_now_ns();
+		int rc = barrier(j);
+		uint64_t dt = util_now_ns() - t0;
+		pthread_mutex_lock(&j->m);
+		j->running = 0;
+		j->completed = n;
+		j->last_rc = rc;
+		j->stats.barriers++;
+		j->stats.last_ns = dt;
+		if (rc == 0)
+			j->ok = n;
+		else
+			j->stats.failed++;
+		pthread_cond_broadcast(&j->cond);
+	}
+	/* Success if any barrier that covers the caller succeeded; otherwise the
+	 * newest one failed, and its error is the answer. */
+	int rc = j->ok >= want ? 0 : j->last_rc;
+	pthread_mutex_unlock(&j->m);
+	return rc;
+}
+
+static void *timer_main(void *arg)
+{
+	struct jnl *j = arg;
+	pthread_mutex_lock(&j->m);
+	while (!j->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t ns = (uint64_t)ts.tv_nsec + j->p.barrier_interval_ms * 1000000ULL;
+		ts.tv_sec += (time_t)(ns / 1000000000ULL);
+		ts.tv_nsec = (long)(ns % 1000000000ULL);
+		pthread_cond_timedwait(&j->timer_cond, &j->m, &ts);
+		if (j->stop)
+			break;
+		pthread_mutex_unlock(&j->m);
+		int rc = jnl_sync(j);
+		if (rc < 0)
+			log_warn("periodic barrier failed: %s", strerror(-rc));
+		pthread_mutex_lock(&j->m);
+	}
+	pthread_mutex_unlock(&j->m);
+	return NULL;
+}
+
+struct jnl *jnl_new(struct store *st, const struct seal_key *key, struct idx *ix,
+		    struct data *d, pthread_mutex_t *fs_lock, const struct jnl_params *p,
+		    uint64_t seq, uint64_t ckpt)
+{
+	struct jnl *j = calloc(1, sizeof(*j));
+	if (!j)
+		return NULL;
+	j->st = st;
+	j->key = *key;
+	j->ix = ix;
+	j->d = d;
+	j->fs_lock = fs_lock;
+	j->p = *p;
+	j->seq = seq;
+	j->ckpt = ckpt;
+	pthread_mutex_init(&j->m, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	pthread_cond_init(&j->timer_cond, NULL);
+	if (p->barrier_interval_ms) {
+		int err = pthread_create(&j->timer, NULL, timer_main, j);
+		if (err) {
+			errno = err;
+			log_error("cannot start the barrier thread: %m");
+			free(j);
+			errno = err;
+			return NULL;
+		}
+		j->timer_running = 1;
+	}
+	return j;
+}
+
+void jnl_free(struct jnl *j)
+{
+	if (!j)
+		return;
+	pthread_mutex_lock(&j->m);
+	j->stop = 1;
+	pthread_cond_broadcast(&j->timer_cond);
+	pthread_mutex_unlock(&j->m);
+	if (j->timer_running)
+		pthread_join(j->timer, NULL);
+	for (struct pending_log *pl = j->pending, *n; pl; pl = n) {
+		n = pl->next;
+		log_error("index log %016" PRIx64 " was never stored: its changes are lost",
+			  pl->seq);
+		free(pl->cs);
+		free(pl);
+	}
+	pthread_cond_destroy(&j->cond);
+	pthread_cond_destroy(&j->timer_cond);
+	pthread_mutex_destroy(&j->m);
+	free(j);
+}
+
+int jnl_mark_clean(struct jnl *j, int clean)
+{
+	char v[32];
+	snprintf(v, sizeof(v), "%016" PRIx64, j->seq);
+	return idx_local_set(j->ix, "clean_seq", clean ? v : NULL);
+}
+
+void jnl_get_stats(struct jnl *j, struct jnl_stats *out)
+{
+	pthread_mutex_lock(&j->m);
+	*out = j->stats;
+	out->seq = j->seq;
+	pthread_mutex_unlock(&j->m);
+}

@@ -1,0 +1,82 @@
+/* journal.h: the durability barrier, the index log and checkpoints, and
+ * recovery of the index from the object store.
+ *
+ * Store layout (beside zerofs.key and segments/):
+ *   meta/log/<seq>   the index changes (a SQLite changeset) of barrier seq
+ *   meta/ckpt/<seq>  the whole index (a SQLite image) as of barrier seq
+ * seq is 16 hex digits.  Each object is  plen u64 le | frame  where the
+ * frame is sealed with seal_ad_meta('L' or 'C', seq).
+ *
+ * A barrier (jnl_sync):
+ *   1. under the fs lock: pack dirty blocks, seal the open segment, take the
+ *      index changeset (and, every checkpoint_interval logs, an image);
+ *   2. wait until every segment sealed so far is stored;
+ *   3. store the changesets not yet stored, in sequence order;
+ *   4. store the checkpoint, then delete the logs and checkpoints it
+ *      replaces;
+ *   5. only then return 0.
+ * Barriers run one at a time; callers that arrive while one runs wait for
+ * the next one, which covers all of them (group commit).  A failed barrier
+ * keeps its changeset queued: the next barrier stores it first, so the log
+ * never has a gap.  A crash therefore leaves an atomic prefix of barriers.
+ *
+ * Recovery: the newest checkpoint, then the logs after it in order.  The
+ * local database is reused only when it was closed cleanly at exactly the
+ * store's newest sequence (local keys "fsid" and "clean_seq").
+ *
+ * Locking: jnl_sync and jnl_free are called without the fs lock; the
+ * journal takes it itself for step 1.  The journal's own mutex orders
+ * barriers. */
+#ifndef ZEROFS_JOURNAL_H
+#define ZEROFS_JOURNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "codec/codec.h"
+#include "data/data.h"
+#include "index/idx.h"
+#include "store/store.h"
+
+struct jnl;
+
+struct jnl_params {
+	uint64_t checkpoint_interval; /* logs between checkpoints */
+	uint64_t barrier_interval_ms; /* periodic barrier; 0: none */
+};
+
+/* Store the first checkpoint (seq 0) of a new filesystem from ix. */
+int jnl_format(struct store *st, const struct seal_key *key, struct idx *ix);
+
+/* Build or reuse the local index at db_path.  fsid_hex names the
+ * filesystem (guards against a cache of another one).  On success *ix is
+ * open, *seq is the newest barrier in the store and *ckpt the checkpoint
+ * it was built from.  -EUCLEAN/-EIO with a logged message when the store's
+ * index objects are missing or damaged. */
+int jnl_recover(struct store *st, const struct seal_key *key, const char *db_path,
+		const char *fsid_hex, struct idx **ix, uint64_t *seq, uint64_t *ckpt);
+
+struct jnl *jnl_new(struct store *st, const struct seal_key *key, struct idx *ix,
+		    struct data *d, pthread_mutex_t *fs_lock, const struct jnl_params *p,
+		    uint64_t seq, uint64_t ckpt);
+/* Stop the periodic barrier (without running a last one). */
+void jnl_free(struct jnl *j);
+
+/* Make everything written before the call durable.  0, or -EIO (logged)
+ * when the store could not take it; nothing is lost then, and a later
+ * barrier retries. */
+int jnl_sync(struct jnl *j);
+
+/* Mark the local index as clean at the current sequence (after the last
+ * barrier of an unmount), or as dirty (at mount).  Caller holds the fs lock. */
+int jnl_mark_clean(struct jnl *j, int clean);
+
+struct jnl_stats {
+	uint64_t barriers;
+	uint64_t failed;
+	uint64_t seq;
+	uint64_t last_ns; /* duration of the last barrier */
+};
+void jnl_get_stats(struct jnl *j, struct jnl_stats *out);
+
+#endif

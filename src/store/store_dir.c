@@ -1,0 +1,565 @@
+/* store_dir.c: the directory backend: each object is a file under a root
+ * directory, its key the relative path.
+ *
+ * A put writes the object to a unique file in "<root>/.tmp", fsyncs it, then
+ * renames it into place (for STORE_PUT_IF_ABSENT with RENAME_NOREPLACE, or
+ * link(2) where the filesystem lacks it, so an existing object is never
+ * replaced) and fsyncs the directory that holds it.
+ * Parent directories are created on demand and each new one is made durable
+ * in its own parent before the object is moved in.  Readers therefore see
+ * the old or the new object, never a partial one, and a put that returned 0
+ * survives a crash.
+ *
+ * All calls are *at() relative to a descriptor of the root held open for the
+ * store's life; there is no other shared state, so every op is thread-safe. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* renameat2 */
+#endif
+#include "store/store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "log.h"
+
+#define TMP_DIR ".tmp"
+#define KEY_MAX 1024
+/* A temp file this old belongs to a put that crashed, not one in flight. */
+#define TMP_STALE_SECS 3600
+
+struct store_dir {
+	struct store base;
+	int rootfd;
+	int tmpfd;
+};
+
+static struct store_dir *to_dir(struct store *st)
+{
+	return (struct store_dir *)st;
+}
+
+/* Map a failed syscall's errno onto the store's error contract; unexpected
+ * failures are logged here, where the key is known. */
+static int dir_err(struct store *st, const char *op, const char *key, int err)
+{
+	switch (err) {
+	case ENOENT:
+	case ENOTDIR:
+	case EISDIR:
+		return -ENOENT;
+	case ENOSPC:
+	case EDQUOT:
+		return -ENOSPC;
+	case EACCES:
+	case EPERM:
+	case EROFS:
+		return -EACCES;
+	case ENOMEM:
+		return -ENOMEM;
+	}
+	errno = err;
+	log_error("store %s: %s %s: %m", st->url, op, key);
+	return -EIO;
+}
+
+static int key_char_ok(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '_' || c == '-' || c == '/';
+}
+
+/* Keys are relative paths of [A-Za-z0-9._-] components; empty, "." and ".."
+ * components are refused, and so is our own temp directory. */
+static int key_valid(const char *key)
+{
+	size_t len = strlen(key);
+	const char *comp = key;
+
+	if (len == 0 || len > KEY_MAX || strcmp(key, TMP_DIR) == 0 ||
+	    strncmp(key, TMP_DIR "/", strlen(TMP_DIR "/")) == 0)
+		return 0;
+	for (const char *p = key;; p++) {
+		if (*p != '/' && *p != '\0') {
+			if (!key_char_ok(*p))
+				return 0;
+			continue;
+		}
+		size_t clen = (size_t)(p - comp);
+
+		if (clen == 0 || (clen == 1 && comp[0] == '.') ||
+		    (clen == 2 && comp[0] == '.' && comp[1] == '.'))
+			return 0;
+		if (*p == '\0')
+			return 1;
+		comp = p + 1;
+	}
+}
+
+static int fsync_dir_at(int rootfd, const char *dir)
+{
+	CLEANUP_CLOSE int fd = openat(rootfd, *dir ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || fsync(fd) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Copy the directory part of key ("" for the root) into dir. */
+static void key_dirname(const char *key, char dir[KEY_MAX + 1])
+{
+	const char *slash = strrchr(key, '/');
+	size_t n = slash ? (size_t)(slash - key) : 0;
+
+	memcpy(dir, key, n);
+	dir[n] = '\0';
+}
+
+/* Create the missing parent directories of key, each made durable in its
+ * parent.  Returns 0 or -errno. */
+static int make_parents(int rootfd, const char *key)
+{
+	char path[KEY_MAX + 1];
+	char parent[KEY_MAX + 1];
+	int r;
+
+	for (const char *p = strchr(key, '/'); p; p = strchr(p + 1, '/')) {
+		size_t n = (size_t)(p - key);
+
+		memcpy(path, key, n);
+		path[n] = '\0';
+		if (mkdirat(rootfd, path, 0755) < 0) {
+			if (errno == EEXIST)
+				continue;
+			return -errno;
+		}
+		key_dirname(path, parent);
+		r = fsync_dir_at(rootfd, parent);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Create a uniquely named temp file holding data, durable on return. */
+static int write_temp(struct store_dir *d, const void *data, size_t len, char name[32])
+{
+	static atomic_uint_fast64_t seq;
+	CLEANUP_CLOSE int fd = -1;
+	uint64_t rnd;
+	int r;
+
+	do {
+		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+			rnd = util_now_ns();
+		snprintf(name, 32, "%016llx.%llu", (unsigned long long)rnd,
+			 (unsigned long long)atomic_fetch_add(&seq, 1));
+		fd = openat(d->tmpfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	} while (fd < 0 && errno == EEXIST);
+	if (fd < 0)
+		return -errno;
+	r = util_write_full(fd, data, len);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && close(fd) < 0)
+		r = -errno;
+	fd = -1;
+	if (r < 0)
+		unlinkat(d->tmpfd, name, 0);
+	return r;
+}
+
+/* Move the temp file to key.  IF_ABSENT uses RENAME_NOREPLACE, or link(2)
+ * on filesystems without it: both fail with EEXIST rather than replace. */
+static int publish(struct store_dir *d, const char *name, const char *key, int flags)
+{
+	int linked = 0;
+	int r;
+
+	if (!(flags & STORE_PUT_IF_ABSENT)) {
+		r = renameat(d->tmpfd, name, d->rootfd, key);
+	} else {
+		r = renameat2(d->tmpfd, name, d->rootfd, key, RENAME_NOREPLACE);
+		if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
+			r = linkat(d->tmpfd, name, d->rootfd, key, 0);
+			linked = 1;
+		}
+	}
+	if (r < 0)
+		r = -errno;
+	if (r < 0 || linked)
+		unlinkat(d->tmpfd, name, 0);
+	return r;
+}
+
+static int dir_put(struct store *st, const char *key, const void *data, size_t len, int flags)
+{
+	struct store_dir *d = to_dir(st);
+	char name[32];
+	char dir[KEY_MAX + 1];
+	int r;
+
+	if (!key_valid(key))
+		return -EINVAL;
+	r = write_temp(d, data, len, name);
+	if (r < 0)
+		return dir_err(st, "write temp for", key, -r);
+	r = make_parents(d->rootfd, key);
+	if (r < 0) {
+		unlinkat(d->tmpfd, name, 0);
+		return dir_err(st, "create parents of", key, -r);
+	}
+	r = publish(d, name, key, flags);
+	if (r == -EEXIST)
+		return r;
+	if (r < 0)
+		return dir_err(st, "rename into", key, -r);
+	key_dirname(key, dir);
+	r = fsync_dir_at(d->rootfd, dir);
+	if (r < 0)
+		return dir_err(st, "fsync directory of", key, -r);
+	return 0;
+}
+
+static int open_object(struct store *st, const char *key)
+{
+	int fd;
+
+	if (!key_valid(key))
+		return -EINVAL;
+	fd = openat(to_dir(st)->rootfd, key, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return dir_err(st, "open", key, errno);
+	return fd;
+}
+
+static ssize_t dir_get(struct store *st, const char *key, uint64_t off, size_t len, void *buf)
+{
+	CLEANUP_CLOSE int fd = open_object(st, key);
+	ssize_t n;
+
+	if (fd < 0)
+		return fd;
+	if (off > INT64_MAX)
+		return 0;
+	n = util_pread_full(fd, buf, len, (off_t)off);
+	if (n < 0)
+		return dir_err(st, "read", key, (int)-n);
+	return n;
+}
+
+static int dir_get_all(struct store *st, const char *key, void **data, size_t *len)
+{
+	CLEANUP_CLOSE int fd = open_object(st, key);
+	struct stat sb;
+	char *buf;
+	ssize_t n;
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &sb) < 0)
+		return dir_err(st, "stat", key, errno);
+	if (!S_ISREG(sb.st_mode))
+		return -ENOENT;
+	/* One spare byte so an empty object still gets a non-NULL buffer. */
+	buf = malloc((size_t)sb.st_size + 1);
+	if (!buf)
+		return -ENOMEM;
+	n = util_pread_full(fd, buf, (size_t)sb.st_size, 0);
+	if (n < 0) {
+		free(buf);
+		return dir_err(st, "read", key, (int)-n);
+	}
+	*data = buf;
+	*len = (size_t)n;
+	return 0;
+}
+
+static int dir_del(struct store *st, const char *key)
+{
+	struct store_dir *d = to_dir(st);
+	char dir[KEY_MAX + 1];
+	int r;
+
+	if (!key_valid(key))
+		return -EINVAL;
+	if (unlinkat(d->rootfd, key, 0) < 0) {
+		r = dir_err(st, "delete", key, errno);
+		return r == -ENOENT ? 0 : r;
+	}
+	key_dirname(key, dir);
+	r = fsync_dir_at(d->rootfd, dir);
+	return r < 0 ? dir_err(st, "fsync directory of", key, -r) : 0;
+}
+
+static int dir_stat(struct store *st, const char *key, uint64_t *size)
+{
+	struct stat sb;
+
+	if (!key_valid(key))
+		return -EINVAL;
+	if (fstatat(to_dir(st)->rootfd, key, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return dir_err(st, "stat", key, errno);
+	if (!S_ISREG(sb.st_mode))
+		return -ENOENT;
+	*size = (uint64_t)sb.st_size;
+	return 0;
+}
+
+struct list_ent {
+	char *key;
+	uint64_t size;
+};
+
+struct list_acc {
+	struct list_ent *ents;
+	size_t n, cap;
+	const char *prefix;
+	size_t plen;
+};
+
+static int list_add(struct list_acc *acc, const char *key, uint64_t size)
+{
+	if (acc->n == acc->cap) {
+		size_t cap = acc->cap ? acc->cap * 2 : 64;
+		struct list_ent *e = realloc(acc->ents, cap * sizeof(*e));
+
+		if (!e)
+			return -ENOMEM;
+		acc->ents = e;
+		acc->cap = cap;
+	}
+	acc->ents[acc->n].key = strdup(key);
+	if (!acc->ents[acc->n].key)
+		return -ENOMEM;
+	acc->ents[acc->n++].size = size;
+	return 0;
+}
+
+/* Can keys below directory path (ending in '/') match the prefix? */
+static int dir_may_match(const struct list_acc *acc, const char *path, size_t len)
+{
+	return strncmp(path, acc->prefix, MIN(len, acc->plen)) == 0;
+}
+
+static int list_walk(struct store *st, struct list_acc *acc, const char *rel);
+
+/* Add entry name of directory dfd (at rel) to the listing, or descend. */
+static int list_entry(struct store *st, struct list_acc *acc, int dfd, const char *rel,
+		      const char *name)
+{
+	char path[KEY_MAX + 2];
+	struct stat sb;
+	int n = snprintf(path, sizeof(path), "%s%s", rel, name);
+
+	/* Stray files that are not valid keys are not objects. */
+	if (n >= KEY_MAX || !key_valid(path))
+		return 0;
+	if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0; /* deleted while we listed */
+	if (S_ISREG(sb.st_mode)) {
+		if (strncmp(path, acc->prefix, acc->plen) != 0)
+			return 0;
+		return list_add(acc, path, (uint64_t)sb.st_size);
+	}
+	if (!S_ISDIR(sb.st_mode))
+		return 0;
+	path[n] = '/';
+	path[n + 1] = '\0';
+	if (!dir_may_match(acc, path, (size_t)n + 1))
+		return 0;
+	return list_walk(st, acc, path);
+}
+
+/* Collect the objects under directory rel ("" or ending in '/') that match
+ * the prefix. */
+static int list_walk(struct store *st, struct list_acc *acc, const char *rel)
+{
+	int dfd = openat(to_dir(st)->rootfd, *rel ? rel : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct dirent *de;
+	DIR *dir;
+	int r = 0;
+
+	if (dfd < 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return 0; /* nothing stored under this prefix */
+		return dir_err(st, "list", *rel ? rel : "/", errno);
+	}
+	dir = fdopendir(dfd);
+	if (!dir) {
+		close(dfd);
+		return -ENOMEM;
+	}
+	while (r == 0) {
+		errno = 0;
+		de = readdir(dir);
+		if (!de) {
+			if (errno)
+				r = dir_err(st, "list", *rel ? rel : "/", errno);
+			break;
+		}
+		r = list_entry(st, acc, dfd, rel, de->d_name);
+	}
+	closedir(dir);
+	return r;
+}
+
+static int ent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct list_ent *)a)->key, ((const struct list_ent *)b)->key);
+}
+
+static int dir_list(struct store *st, const char *prefix, store_list_cb cb, void *arg)
+{
+	struct list_acc acc = { .prefix = prefix, .plen = strlen(prefix) };
+	char start[KEY_MAX + 2];
+	const char *slash = strrchr(prefix, '/');
+	size_t n = slash ? (size_t)(slash - prefix) + 1 : 0;
+	int r;
+
+	if (acc.plen > KEY_MAX)
+		return -EINVAL;
+	/* Start at the deepest directory the prefix names in full. */
+	memcpy(start, prefix, n);
+	start[n] = '\0';
+	r = list_walk(st, &acc, start);
+	if (r == 0 && acc.n > 0)
+		qsort(acc.ents, acc.n, sizeof(*acc.ents), ent_cmp);
+	for (size_t i = 0; i < acc.n; i++) {
+		if (r == 0)
+			r = cb(arg, acc.ents[i].key, acc.ents[i].size);
+		free(acc.ents[i].key);
+	}
+	free(acc.ents);
+	return r;
+}
+
+static void dir_close(struct store *st)
+{
+	struct store_dir *d = to_dir(st);
+
+	close(d->tmpfd);
+	close(d->rootfd);
+	free(st->url);
+	free(d);
+}
+
+static const struct store_ops dir_ops = {
+	.name = "dir",
+	.get = dir_get,
+	.get_all = dir_get_all,
+	.put = dir_put,
+	.del = dir_del,
+	.list = dir_list,
+	.stat = dir_stat,
+	.close = dir_close,
+};
+
+/* Remove temp files left by puts that crashed long ago; recent ones may
+ * belong to another process putting into the same directory right now. */
+static void sweep_temps(struct store_dir *d)
+{
+	int fd = dup(d->tmpfd);
+	time_t cutoff = time(NULL) - TMP_STALE_SECS;
+	struct dirent *de;
+	DIR *dir;
+
+	if (fd < 0)
+		return;
+	dir = fdopendir(fd);
+	if (!dir) {
+		close(fd);
+		return;
+	}
+	while ((de = readdir(dir))) {
+		struct stat sb;
+
+		if (de->d_name[0] == '.')
+			continue;
+		if (fstatat(d->tmpfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(sb.st_mode) && sb.st_mtime < cutoff)
+			unlinkat(d->tmpfd, de->d_name, 0);
+	}
+	closedir(dir);
+}
+
+/* Create the root (and make its entry durable) when asked to. */
+static int create_root(const char *path)
+{
+	CLEANUP_FREE char *parent = strdup(path);
+	char *slash;
+	int r;
+
+	if (!parent)
+		return -ENOMEM;
+	r = util_mkdir_p(path, 0755);
+	if (r < 0)
+		return r;
+	slash = strrchr(parent, '/');
+	if (!slash)
+		return util_fsync_dir(".");
+	if (slash == parent)
+		return util_fsync_dir("/");
+	*slash = '\0';
+	return util_fsync_dir(parent);
+}
+
+static int open_dirs(struct store_dir *d, const char *path, int create)
+{
+	if (create) {
+		int r = create_root(path);
+
+		if (r < 0) {
+			errno = -r;
+			log_error("cannot create store directory %s: %m", path);
+			return -1;
+		}
+	}
+	d->rootfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d->rootfd < 0) {
+		log_error("cannot open store directory %s: %m", path);
+		return -1;
+	}
+	if (mkdirat(d->rootfd, TMP_DIR, 0755) < 0 && errno != EEXIST) {
+		log_error("cannot create %s/" TMP_DIR ": %m", path);
+		return -1;
+	}
+	d->tmpfd = openat(d->rootfd, TMP_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d->tmpfd < 0) {
+		log_error("cannot open %s/" TMP_DIR ": %m", path);
+		return -1;
+	}
+	return 0;
+}
+
+struct store *store_dir_open(const char *path, int create)
+{
+	struct store_dir *d = calloc(1, sizeof(*d));
+	int saved;
+
+	if (!d)
+		return NULL;
+	d->rootfd = d->tmpfd = -1;
+	d->base.ops = &dir_ops;
+	d->base.url = strdup(path);
+	if (!d->base.url || open_dirs(d, path, create) < 0)
+		goto err_free;
+	sweep_temps(d);
+	return &d->base;
+
+err_free:
+	saved = errno;
+	if (d->tmpfd >= 0)
+		close(d->tmpfd);
+	if (d->rootfd >= 0)
+		close(d->rootfd);
+	free(d->base.url);
+	free(d);
+	errno = saved;
+	return NULL;
+}

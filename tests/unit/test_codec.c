@@ -1,0 +1,444 @@
+/* test_codec.c: unit tests for codec/: frame round trips, tamper detection,
+ * a known-answer test of the AEAD primitive, the key object, and fixed
+ * vectors that pin the stored formats (frame, AD layouts, key object). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "common/util.h"
+
+static void setup(void)
+{
+	cr_assert_eq(seal_init(), 0);
+}
+
+TestSuite(codec, .init = setup);
+
+static size_t unhex(const char *hex, uint8_t *out, size_t cap)
+{
+	size_t n = strlen(hex) / 2;
+
+	cr_assert_leq(n, cap);
+	for (size_t i = 0; i < n; i++) {
+		unsigned v;
+
+		cr_assert_eq(sscanf(hex + 2 * i, "%2x", &v), 1);
+		out[i] = (uint8_t)v;
+	}
+	return n;
+}
+
+static struct seal_key fixed_key(uint8_t first)
+{
+	struct seal_key k;
+
+	for (int i = 0; i < SEAL_KEY_BYTES; i++)
+		k.k[i] = (uint8_t)(first + i);
+	return k;
+}
+
+/* Encode then decode plen bytes; returns the frame length. */
+static size_t round_trip(const void *plain, size_t plen, int compress)
+{
+	struct seal_key key = fixed_key(0x10);
+	uint8_t ad[SEAL_AD_BYTES];
+	size_t cap = seal_frame_bound(plen);
+	uint8_t *frame = malloc(cap);
+	uint8_t *out = malloc(plen + 1);
+	ssize_t n, m;
+
+	seal_ad_data(ad, 7, 8, 9, 10);
+	n = seal_frame_encode(&key, ad, sizeof(ad), plain, plen, frame, cap, compress);
+	cr_assert_gt(n, 0);
+	cr_assert_leq((size_t)n, cap);
+	m = seal_frame_decode(&key, ad, sizeof(ad), frame, (size_t)n, out, plen);
+	cr_assert_eq(m, (ssize_t)plen);
+	cr_assert(plen == 0 || memcmp(out, plain, plen) == 0);
+	free(frame);
+	free(out);
+	return (size_t)n;
+}
+
+Test(codec, round_trip_empty)
+{
+	cr_assert_eq(round_trip("", 0, 1), seal_frame_bound(0));
+}
+
+Test(codec, round_trip_one_byte)
+{
+	cr_assert_eq(round_trip("x", 1, 1), seal_frame_bound(1));
+}
+
+Test(codec, round_trip_compressible)
+{
+	size_t len = 64 * 1024;
+	char *buf = malloc(len);
+
+	for (size_t i = 0; i < len; i++)
+		buf[i] = "zerofs-fuse "[i % 12];
+	cr_assert_lt(round_trip(buf, len, 1), len / 10, "compressible data did not shrink");
+	cr_assert_eq(round_trip(buf, len, 0), seal_frame_bound(len));
+	free(buf);
+}
+
+Test(codec, round_trip_random_stored_raw)
+{
+	size_t len = 64 * 1024;
+	uint8_t *buf = malloc(len);
+
+	randombytes_buf(buf, len);
+	cr_assert_eq(round_trip(buf, len, 1), seal_frame_bound(len));
+	free(buf);
+}
+
+/* A sealed frame of a small, partly compressible plaintext. */
+struct sample {
+	struct seal_key key;
+	uint8_t ad[SEAL_AD_BYTES];
+	uint8_t plain[200];
+	uint8_t frame[256];
+	size_t flen;
+};
+
+static void make_sample(struct sample *s, int compress)
+{
+	ssize_t n;
+
+	s->key = fixed_key(0x40);
+	seal_ad_data(s->ad, 1, 2, 3, 4);
+	for (size_t i = 0; i < sizeof(s->plain); i++)
+		s->plain[i] = (uint8_t)(i < 100 ? 'a' : i * 7);
+	n = seal_frame_encode(&s->key, s->ad, sizeof(s->ad), s->plain, sizeof(s->plain), s->frame,
+			      sizeof(s->frame), compress);
+	cr_assert_gt(n, 0);
+	s->flen = (size_t)n;
+}
+
+static ssize_t decode_copy(const struct seal_key *key, const uint8_t *ad, size_t flen,
+			   const uint8_t *frame)
+{
+	uint8_t scratch[256], out[256];
+
+	memcpy(scratch, frame, flen);
+	return seal_frame_decode(key, ad, SEAL_AD_BYTES, scratch, flen, out, sizeof(out));
+}
+
+/* Every bit of the nonce, header, payload and tag is covered by the tag. */
+static void flip_every_bit(int compress)
+{
+	struct sample s;
+	uint8_t bad[256];
+
+	make_sample(&s, compress);
+	cr_assert_eq(decode_copy(&s.key, s.ad, s.flen, s.frame), (ssize_t)sizeof(s.plain));
+	for (size_t bit = 0; bit < s.flen * 8; bit++) {
+		memcpy(bad, s.frame, s.flen);
+		bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+		cr_assert_eq(decode_copy(&s.key, s.ad, s.flen, bad), -EBADMSG,
+			     "flip of bit %zu accepted", bit);
+	}
+}
+
+Test(codec, bit_flips_rejected_raw)
+{
+	flip_every_bit(0);
+}
+
+Test(codec, bit_flips_rejected_lz4)
+{
+	flip_every_bit(1);
+}
+
+Test(codec, wrong_ad_rejected)
+{
+	struct sample s;
+	uint8_t ad[SEAL_AD_BYTES];
+
+	make_sample(&s, 1);
+	seal_ad_data(ad, 1, 3, 3, 4);
+	cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
+	seal_ad_data(ad, 2, 2, 3, 4);
+	cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
+	seal_ad_meta(ad, 'L', 1);
+	cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
+}
+
+Test(codec, truncated_rejected)
+{
+	struct sample s;
+
+	make_sample(&s, 1);
+	for (size_t len = 0; len < s.flen; len++)
+		cr_assert_eq(decode_copy(&s.key, s.ad, len, s.frame), -EBADMSG,
+			     "truncated to %zu accepted", len);
+}
+
+Test(codec, wrong_key_rejected)
+{
+	struct sample s;
+	struct seal_key other = fixed_key(0x41);
+
+	make_sample(&s, 1);
+	cr_assert_eq(decode_copy(&other, s.ad, s.flen, s.frame), -EBADMSG);
+}
+
+Test(codec, small_buffers)
+{
+	struct sample s;
+	uint8_t out[sizeof(s.plain)];
+	uint8_t frame[256];
+
+	make_sample(&s, 1);
+	memcpy(frame, s.frame, s.flen);
+	cr_assert_eq(
+		seal_frame_decode(&s.key, s.ad, sizeof(s.ad), frame, s.flen, out, sizeof(out) - 1),
+		-EOVERFLOW);
+	cr_assert_eq(seal_frame_encode(&s.key, s.ad, sizeof(s.ad), s.plain, sizeof(s.plain), frame,
+				       seal_frame_bound(sizeof(s.plain)) - 1, 1),
+		     -EOVERFLOW);
+}
+
+/* draft-irtf-cfrg-xchacha-03, appendix A.3.1: proves the AEAD we call is
+ * XChaCha20-Poly1305 as specified. */
+Test(codec, xchacha20poly1305_known_answer)
+{
+	static const char pt[] = "Ladies and Gentlemen of the class of '99: If I could offer you "
+				 "only one tip for the future, sunscreen would be it.";
+	static const char ct_hex[] =
+		"bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb"
+		"731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452"
+		"2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff9"
+		"21f9664c97637da9768812f615c68b13b52e"
+		"c0875924c1c7987947deafd8780acf49";
+	struct seal_key key = fixed_key(0x80);
+	uint8_t nonce[24], ad[12], want[256], got[256], back[256];
+	unsigned long long clen, mlen;
+	size_t wlen = unhex(ct_hex, want, sizeof(want));
+
+	for (int i = 0; i < 24; i++)
+		nonce[i] = (uint8_t)(0x40 + i);
+	unhex("50515253c0c1c2c3c4c5c6c7", ad, sizeof(ad));
+	crypto_aead_xchacha20poly1305_ietf_encrypt(got, &clen, (const uint8_t *)pt, strlen(pt), ad,
+						   sizeof(ad), NULL, nonce, key.k);
+	cr_assert_eq(clen, wlen);
+	cr_assert_arr_eq(got, want, wlen);
+	cr_assert_eq(crypto_aead_xchacha20poly1305_ietf_decrypt(back, &mlen, NULL, want, wlen, ad,
+								sizeof(ad), nonce, key.k),
+		     0);
+	cr_assert_eq(mlen, strlen(pt));
+	cr_assert_arr_eq(back, pt, mlen);
+}
+
+/* Frames sealed once by this code and committed: if these stop decoding, the
+ * on-disk frame format (or the data AD layout) changed. */
+static void check_stored_frame(const char *hex, const void *want, size_t wlen)
+{
+	struct seal_key key = fixed_key(0xa0);
+	uint8_t ad[SEAL_AD_BYTES], frame[256], out[256];
+	size_t flen = unhex(hex, frame, sizeof(frame));
+
+	seal_ad_data(ad, 1, 2, 3, 4);
+	cr_assert_eq(seal_frame_decode(&key, ad, sizeof(ad), frame, flen, out, sizeof(out)),
+		     (ssize_t)wlen);
+	cr_assert_arr_eq(out, want, wlen);
+}
+
+Test(codec, stored_frame_raw)
+{
+	static const char hex[] = "80f9f6b4858f46c7c2b7b0bb2caccf0050488b375001da7cda5bf8619cc00d06"
+				  "46ede88aef1ecdd229dd40397d1841b19a273d8ecd91534e6b7d3fbc";
+
+	check_stored_frame(hex, "zerofs frame v1", 15);
+}
+
+Test(codec, stored_frame_lz4)
+{
+	static const char hex[] = "38a62f5ca98d1dd0cad4609cc4d177a6d3850592546067f5d65805550bc6ce85"
+				  "49e6678b593bb567292449ed1cec8de478b34e197a0dc865a46bfd9846";
+	char want[96];
+
+	for (int i = 0; i < 96; i++)
+		want[i] = "zerofs"[i % 6];
+	check_stored_frame(hex, want, sizeof(want));
+}
+
+Test(codec, ad_layouts)
+{
+	uint8_t ad[SEAL_AD_BYTES], want[SEAL_AD_BYTES];
+
+	seal_ad_data(ad, 0x0807060504030201ULL, 0x0c0b0a09, 0x1817161514131211ULL,
+		     0x2827262524232221ULL);
+	unhex("44000000090a0b0c0102030405060708"
+	      "11121314151617182122232425262728",
+	      want, sizeof(want));
+	cr_assert_arr_eq(ad, want, SEAL_AD_BYTES);
+	seal_ad_meta(ad, 'C', 0x0807060504030201ULL);
+	unhex("4d430000000000000102030405060708"
+	      "00000000000000000000000000000000",
+	      want, sizeof(want));
+	cr_assert_arr_eq(ad, want, SEAL_AD_BYTES);
+}
+
+Test(codec, kdf_costs)
+{
+	struct seal_kdf d = seal_kdf_default(), m = seal_kdf_min();
+
+	cr_assert_eq(d.opslimit, 2);
+	cr_assert_eq(d.memlimit, 64ULL << 20);
+	cr_assert_eq(m.opslimit, 1);
+	cr_assert_eq(m.memlimit, 8192);
+}
+
+#define PW "correct horse"
+#define PWLEN strlen(PW)
+
+struct keyobj {
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES];
+	uint8_t blob[SEAL_KEYFILE_BYTES];
+};
+
+static void make_keyobj(struct keyobj *ko)
+{
+	cr_assert_eq(seal_keyfile_create(PW, PWLEN, seal_kdf_min(), &ko->key, ko->fsid, ko->blob),
+		     0);
+}
+
+Test(codec, keyfile_round_trip)
+{
+	struct keyobj ko;
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES];
+
+	make_keyobj(&ko);
+	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), 0);
+	cr_assert_arr_eq(key.k, ko.key.k, SEAL_KEY_BYTES);
+	cr_assert_arr_eq(fsid, ko.fsid, SEAL_FSID_BYTES);
+}
+
+Test(codec, keyfile_wrong_password)
+{
+	struct keyobj ko;
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES];
+
+	make_keyobj(&ko);
+	cr_assert_eq(
+		seal_keyfile_open(ko.blob, sizeof(ko.blob), "correct horsE", PWLEN, &key, fsid),
+		-EACCES);
+	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN - 1, &key, fsid),
+		     -EACCES);
+}
+
+/* Flip one bit in each byte outside the version field; the KDF fields only
+ * in their low bits, so the flipped cost stays cheap or is rejected. */
+Test(codec, keyfile_bit_flips)
+{
+	struct keyobj ko;
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES], bad[SEAL_KEYFILE_BYTES];
+
+	make_keyobj(&ko);
+	for (size_t i = 0; i < SEAL_KEYFILE_BYTES; i++) {
+		int r;
+
+		if ((i >= 8 && i < 12) || (i > 12 && i < 20) || (i > 21 && i < 28))
+			continue;
+		memcpy(bad, ko.blob, sizeof(bad));
+		bad[i] ^= (uint8_t)(1u << (i % 8));
+		r = seal_keyfile_open(bad, sizeof(bad), PW, PWLEN, &key, fsid);
+		cr_assert(r == -EACCES || r == -EINVAL, "flip in byte %zu gave %d", i, r);
+	}
+}
+
+Test(codec, keyfile_not_a_key_object)
+{
+	struct keyobj ko;
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES];
+
+	make_keyobj(&ko);
+	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob) - 1, PW, PWLEN, &key, fsid),
+		     -EINVAL);
+	cr_assert_eq(seal_keyfile_open(ko.blob, 4, PW, PWLEN, &key, fsid), -EINVAL);
+	ko.blob[0] = 'X';
+	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), -EINVAL);
+}
+
+Test(codec, keyfile_newer_version)
+{
+	struct keyobj ko;
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES];
+
+	make_keyobj(&ko);
+	put_le32(ko.blob + 8, SEAL_KEYFILE_VERSION + 1);
+	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid),
+		     -EPROTONOSUPPORT);
+	/* A newer version may have another size: the version decides first. */
+	cr_assert_eq(seal_keyfile_open(ko.blob, 40, PW, PWLEN, &key, fsid), -EPROTONOSUPPORT);
+}
+
+Test(codec, keyfile_absurd_cost_rejected)
+{
+	struct keyobj ko;
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES];
+
+	make_keyobj(&ko);
+	put_le64(ko.blob + 20, 1ULL << 42);
+	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), -EINVAL);
+	make_keyobj(&ko);
+	put_le64(ko.blob + 12, 1ULL << 40);
+	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), -EINVAL);
+	make_keyobj(&ko);
+	put_le64(ko.blob + 12, 0);
+	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), -EINVAL);
+}
+
+Test(codec, keyfile_rewrap_keeps_data_key)
+{
+	struct keyobj ko;
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES], blob2[SEAL_KEYFILE_BYTES];
+
+	make_keyobj(&ko);
+	cr_assert_eq(seal_keyfile_rewrap(ko.blob, sizeof(ko.blob), "nope", 4, "new", 3,
+					 seal_kdf_min(), blob2),
+		     -EACCES);
+	cr_assert_eq(seal_keyfile_rewrap(ko.blob, sizeof(ko.blob), PW, PWLEN, "new", 3,
+					 seal_kdf_min(), blob2),
+		     0);
+	cr_assert_eq(seal_keyfile_open(blob2, sizeof(blob2), PW, PWLEN, &key, fsid), -EACCES);
+	cr_assert_eq(seal_keyfile_open(blob2, sizeof(blob2), "new", 3, &key, fsid), 0);
+	cr_assert_arr_eq(key.k, ko.key.k, SEAL_KEY_BYTES);
+	cr_assert_arr_eq(fsid, ko.fsid, SEAL_FSID_BYTES);
+	/* Fresh salt and nonce. */
+	cr_assert_arr_neq(blob2 + 28, ko.blob + 28, 16);
+	cr_assert_arr_neq(blob2 + 60, ko.blob + 60, 24);
+}
+
+/* A key object made once by this code with the minimum KDF cost: pins the
+ * key object layout, its AD and the Argon2id parameters. */
+Test(codec, stored_keyfile)
+{
+	static const char hex[] = "5a45524f46534b310100000001000000000000000020000000000000cbbf5aa8"
+				  "d05833e014dc9d5a128d1f86b2e1cd489f6222af416f9c55c92d103513498079"
+				  "423de8f2930a0dacd4bb526b7a0cc1fb5612a0d0c5db7394a3dae1182ce7dd29"
+				  "00786acecdf1926dfc21a9aab2052f3532369a724f600dad4fe93fe0a7240182"
+				  "f97b2d7c";
+	uint8_t blob[SEAL_KEYFILE_BYTES], want_key[SEAL_KEY_BYTES], want_fsid[SEAL_FSID_BYTES];
+	uint8_t fsid[SEAL_FSID_BYTES];
+	struct seal_key key;
+
+	cr_assert_eq(unhex(hex, blob, sizeof(blob)), SEAL_KEYFILE_BYTES);
+	unhex("6e2cc18e55ff4758f567612277d7800af448fb87cf6be3be3e7fedbb4dc06ec0", want_key,
+	      sizeof(want_key));
+	unhex("b2e1cd489f6222af416f9c55c92d1035", want_fsid, sizeof(want_fsid));
+	cr_assert_eq(seal_keyfile_open(blob, sizeof(blob), PW, PWLEN, &key, fsid), 0);
+	cr_assert_arr_eq(key.k, want_key, SEAL_KEY_BYTES);
+	cr_assert_arr_eq(fsid, want_fsid, SEAL_FSID_BYTES);
+}

@@ -1,0 +1,282 @@
+/* Unit tests of the data layer (block arithmetic, and writes, reads, zeroing
+ * and barriers against an in-memory model on a real directory store) and of
+ * the journal (a barrier, then recovery of the index from the store alone). */
+#include "config.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "codec/codec.h"
+#include "common/util.h"
+#include "data/data.h"
+#include "index/idx.h"
+#include "journal/journal.h"
+#include "log.h"
+#include "store/store.h"
+
+#define FILE_MAX (4u << 20)
+
+static char tmpdir[256];
+static struct store *st;
+static struct idx *ix;
+static struct seal_key key;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void setup(void)
+{
+	log_init("test_data", 0, LOG_WARNING);
+	cr_assert_eq(seal_init(), 0);
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/zerofs-test-data.XXXXXX");
+	cr_assert_not_null(mkdtemp(tmpdir));
+	char path[512];
+	snprintf(path, sizeof(path), "%s/store", tmpdir);
+	st = store_dir_open(path, 1);
+	cr_assert_not_null(st);
+	ix = idx_open(":memory:");
+	cr_assert_not_null(ix);
+	memset(&key, 7, sizeof(key));
+}
+
+static void teardown(void)
+{
+	idx_close(ix);
+	store_close(st);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static struct data *new_data(uint32_t epoch, uint64_t cache)
+{
+	struct data_params p = {
+		.segment_size = 1 << 20,
+		.cache_size = cache,
+		.dirty_limit = 512 << 10,
+		.epoch = epoch,
+		.compress = 1,
+		.upload_threads = 2,
+		.store_wait_ms = 5000,
+	};
+	struct data *d = data_new(st, &key, ix, &lock, &p);
+	cr_assert_not_null(d);
+	return d;
+}
+
+Test(data, block_arithmetic)
+{
+	cr_assert_eq(data_first_blk(0), 0);
+	cr_assert_eq(data_first_blk(65535), 0);
+	cr_assert_eq(data_first_blk(65536), 1);
+	cr_assert_eq(data_last_blk(0, 1), 0);
+	cr_assert_eq(data_last_blk(0, 65536), 0);
+	cr_assert_eq(data_last_blk(0, 65537), 1);
+	cr_assert_eq(data_last_blk(65535, 2), 1);
+	cr_assert_eq(data_blocks_for(0), 0);
+	cr_assert_eq(data_blocks_for(1), 1);
+	cr_assert_eq(data_blocks_for(65536), 1);
+	cr_assert_eq(data_blocks_for(65537), 2);
+	cr_assert_eq(data_last_blk(1ULL << 40, 1ULL << 40), (2ULL << 40) / 65536 - 1);
+}
+
+static uint64_t rnd_state = 42;
+static uint64_t rnd(void)
+{
+	rnd_state ^= rnd_state << 13;
+	rnd_state ^= rnd_state >> 7;
+	rnd_state ^= rnd_state << 17;
+	return rnd_state;
+}
+
+static void fill(uint8_t *p, size_t n)
+{
+	/* Alternate compressible and random runs. */
+	int kind = rnd() % 3;
+	for (size_t i = 0; i < n; i++)
+		p[i] = kind == 0 ? 0 : kind == 1 ? (uint8_t)(i / 100) : (uint8_t)rnd();
+}
+
+static void check_all(struct data *d, uint64_t ino, const uint8_t *model, uint8_t *buf)
+{
+	pthread_mutex_lock(&lock);
+	ssize_t n = data_read(d, ino, 0, FILE_MAX, buf);
+	pthread_mutex_unlock(&lock);
+	cr_assert_eq(n, FILE_MAX);
+	for (size_t i = 0; i < FILE_MAX; i++)
+		if (buf[i] != model[i])
+			cr_assert_fail("byte %zu differs: %u, model %u", i, buf[i], model[i]);
+}
+
+Test(data, model, .init = setup, .fini = teardown, .timeout = 120)
+{
+	uint8_t *model = calloc(1, FILE_MAX), *buf = malloc(FILE_MAX), *src = malloc(300000);
+	struct data *d = new_data(1, 1 << 20);
+	const uint64_t ino = 5;
+	for (int op = 0; op < 1500; op++) {
+		uint64_t off = rnd() % (FILE_MAX - 1);
+		size_t len = 1 + rnd() % MIN(300000, FILE_MAX - off);
+		if (rnd() % 3 == 0)
+			len = 65536 * (1 + rnd() % 4), off = (rnd() % 60) * 65536; /* whole blocks */
+		if (off + len > FILE_MAX)
+			len = FILE_MAX - off;
+		pthread_mutex_lock(&lock);
+		int kind = rnd() % 10;
+		int rc;
+		if (kind < 7) {
+			fill(src, len);
+			rc = data_write(d, ino, off, src, len);
+			memcpy(model + off, src, len);
+		} else if (kind < 9) {
+			rc = data_zero_range(d, ino, off, len);
+			memset(model + off, 0, len);
+		} else {
+			uint64_t mark;
+			rc = data_flush_all(d, &mark);
+			if (rc == 0)
+				rc = data_wait_stored(d, mark);
+		}
+		pthread_mutex_unlock(&lock);
+		cr_assert_eq(rc, 0, "op %d kind %d: %d", op, kind, rc);
+		if (op % 100 == 0) {
+			/* Spot checks of short reads at odd places. */
+			uint64_t o = rnd() % (FILE_MAX - 5000);
+			pthread_mutex_lock(&lock);
+			cr_assert_eq(data_read(d, ino, o, 4999, buf), 4999);
+			pthread_mutex_unlock(&lock);
+			cr_assert_eq(memcmp(buf, model + o, 4999), 0, "op %d: read at %lu", op,
+				     (unsigned long)o);
+		}
+	}
+	check_all(d, ino, model, buf);
+	uint64_t mark;
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_flush_all(d, &mark), 0);
+	cr_assert_eq(data_wait_stored(d, mark), 0);
+	pthread_mutex_unlock(&lock);
+	data_free(d);
+
+	/* A new instance (empty cache, nothing in memory) reads it all from the
+	 * store, and the live byte counts add up. */
+	d = new_data(2, 1 << 20);
+	check_all(d, ino, model, buf);
+	uint64_t live = 0;
+	cr_assert_eq(idx_live_bytes(ix, &live), 0);
+	cr_assert_gt(live, 0);
+	cr_assert_lt(live, 2ull * FILE_MAX);
+	/* Zeroing everything leaves no extent and no live byte. */
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_zero_range(d, ino, 0, FILE_MAX), 0);
+	cr_assert_eq(data_flush_all(d, &mark), 0);
+	pthread_mutex_unlock(&lock);
+	struct idx_extent e;
+	cr_assert_eq(idx_extent_next(ix, ino, 0, &e), -ENOENT);
+	cr_assert_eq(idx_live_bytes(ix, &live), 0);
+	cr_assert_eq(live, 0);
+	data_free(d);
+	free(model);
+	free(buf);
+	free(src);
+}
+
+Test(data, tamper_gives_eio, .init = setup, .fini = teardown)
+{
+	struct data *d = new_data(3, 1 << 20);
+	uint8_t blk[65536], out[65536];
+	for (size_t i = 0; i < sizeof(blk); i++)
+		blk[i] = (uint8_t)(i * 7 + 1);
+	uint64_t mark;
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_write(d, 9, 0, blk, sizeof(blk)), 0);
+	cr_assert_eq(data_flush_all(d, &mark), 0);
+	cr_assert_eq(data_wait_stored(d, mark), 0);
+	pthread_mutex_unlock(&lock);
+	data_free(d);
+	struct idx_extent e;
+	cr_assert_eq(idx_extent_get(ix, 9, 0, &e), 0);
+	char path[512];
+	snprintf(path, sizeof(path), "%s/store/segments/%016lx", tmpdir, (unsigned long)e.seg);
+	FILE *f = fopen(path, "r+b");
+	cr_assert_not_null(f);
+	fseek(f, e.off + 30, SEEK_SET);
+	int c = fgetc(f);
+	fseek(f, e.off + 30, SEEK_SET);
+	fputc(c ^ 1, f);
+	fclose(f);
+	d = new_data(4, 1 << 20);
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_read(d, 9, 0, sizeof(out), out), -EIO);
+	pthread_mutex_unlock(&lock);
+	data_free(d);
+}
+
+static int count_rows(struct idx *x)
+{
+	struct idx_inode in;
+	int n = 0;
+	for (uint64_t i = 1; i < 100; i++)
+		n += idx_inode_get(x, i, &in) == 0;
+	return n;
+}
+
+Test(journal, barrier_then_recover, .init = setup, .fini = teardown)
+{
+	struct idx_inode root = {.ino = 1, .mode = 040755, .nlink = 2};
+	cr_assert_eq(idx_inode_insert(ix, &root), 0);
+	cr_assert_eq(idx_super_set(ix, "next_ino", 2), 0);
+	cr_assert_eq(jnl_format(st, &key, ix), 0);
+
+	char db[512], db2[512];
+	snprintf(db, sizeof(db), "%s/a.db", tmpdir);
+	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
+	struct idx *a;
+	uint64_t seq, ckpt;
+	cr_assert_eq(jnl_recover(st, &key, db, "fsid", &a, &seq, &ckpt), 0);
+	cr_assert_eq(seq, 0);
+	cr_assert_eq(count_rows(a), 1);
+
+	struct jnl_params jp = {.checkpoint_interval = 3, .barrier_interval_ms = 0};
+	/* The data layer writes into the recovered index, as a mount does. */
+	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
+				.dirty_limit = 1 << 20, .epoch = 1, .compress = 1,
+				.upload_threads = 1, .store_wait_ms = 5000};
+	struct data *d = data_new(st, &key, a, &lock, &p);
+	struct jnl *j = jnl_new(st, &key, a, d, &lock, &jp, seq, ckpt);
+	cr_assert_not_null(j);
+	uint8_t buf[100000];
+	memset(buf, 0x5a, sizeof(buf));
+	for (int round = 0; round < 5; round++) {
+		pthread_mutex_lock(&lock);
+		struct idx_inode in = {.mode = 0100644, .nlink = 1, .size = sizeof(buf)};
+		cr_assert_eq(idx_inode_create(a, &in), 0);
+		cr_assert_eq(data_write(d, in.ino, 0, buf, sizeof(buf)), 0);
+		pthread_mutex_unlock(&lock);
+		cr_assert_eq(jnl_sync(j), 0);
+	}
+	/* Not synced: must not appear after recovery. */
+	pthread_mutex_lock(&lock);
+	struct idx_inode lost = {.mode = 0100644, .nlink = 1};
+	cr_assert_eq(idx_inode_create(a, &lost), 0);
+	pthread_mutex_unlock(&lock);
+	jnl_free(j);
+	data_free(d);
+	idx_close(a);
+
+	struct idx *b;
+	cr_assert_eq(jnl_recover(st, &key, db2, "fsid", &b, &seq, &ckpt), 0);
+	cr_assert_eq(seq, 5);
+	cr_assert_geq(ckpt, 3, "a checkpoint was taken after 3 logs");
+	cr_assert_eq(count_rows(b), 6);
+	d = data_new(st, &key, b, &lock, &p);
+	uint8_t out[100000];
+	pthread_mutex_lock(&lock);
+	for (uint64_t ino = 2; ino < 7; ino++) {
+		cr_assert_eq(data_read(d, ino, 0, sizeof(out), out), (ssize_t)sizeof(out));
+		cr_assert_eq(memcmp(out, buf, sizeof(out)), 0, "inode %lu", (unsigned long)ino);
+	}
+	pthread_mutex_unlock(&lock);
+	data_free(d);
+	idx_close(b);
+}

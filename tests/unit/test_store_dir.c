@@ -1,0 +1,397 @@
+/* test_store_dir.c: unit tests for the directory store backend and for
+ * store_open's URL dispatch. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* nftw */
+#endif
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/util.h"
+#include "store/store.h"
+
+static char root[64];
+static struct store *st;
+
+static void setup(void)
+{
+	strcpy(root, "/tmp/zerofs-store-XXXXXX");
+	cr_assert_not_null(mkdtemp(root));
+	st = store_dir_open(root, 0);
+	cr_assert_not_null(st);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void teardown(void)
+{
+	store_close(st);
+	nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+TestSuite(store_dir, .init = setup, .fini = teardown);
+
+static void put_str(const char *key, const char *val)
+{
+	cr_assert_eq(store_put(st, key, val, strlen(val), 0), 0, "put %s", key);
+}
+
+static void assert_content(const char *key, const char *val)
+{
+	void *data = NULL;
+	size_t len = 0;
+
+	cr_assert_eq(store_get_all(st, key, &data, &len), 0, "get_all %s", key);
+	cr_assert_eq(len, strlen(val));
+	cr_assert_arr_eq(data, val, len);
+	free(data);
+}
+
+static size_t count_temps(void)
+{
+	char path[128];
+	DIR *d;
+	struct dirent *de;
+	size_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/.tmp", root);
+	d = opendir(path);
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+Test(store_dir, put_get_stat)
+{
+	uint64_t size = 0;
+	char buf[16];
+
+	put_str("lease", "hello world");
+	assert_content("lease", "hello world");
+	cr_assert_eq(store_stat(st, "lease", &size), 0);
+	cr_assert_eq(size, 11);
+	cr_assert_eq(store_get(st, "lease", 0, sizeof(buf), buf), 11);
+	cr_assert_arr_eq(buf, "hello world", 11);
+	put_str("lease", "replaced");
+	assert_content("lease", "replaced");
+}
+
+Test(store_dir, ranged_get)
+{
+	char buf[16];
+
+	put_str("obj", "0123456789");
+	cr_assert_eq(store_get(st, "obj", 3, 4, buf), 4);
+	cr_assert_arr_eq(buf, "3456", 4);
+	cr_assert_eq(store_get(st, "obj", 8, 10, buf), 2, "short only at the end");
+	cr_assert_arr_eq(buf, "89", 2);
+	cr_assert_eq(store_get(st, "obj", 10, 4, buf), 0);
+	cr_assert_eq(store_get(st, "obj", 1000, 4, buf), 0);
+}
+
+Test(store_dir, empty_object)
+{
+	void *data = NULL;
+	size_t len = 1;
+	uint64_t size = 1;
+
+	cr_assert_eq(store_put(st, "empty", NULL, 0, 0), 0);
+	cr_assert_eq(store_get_all(st, "empty", &data, &len), 0);
+	cr_assert_eq(len, 0);
+	free(data);
+	cr_assert_eq(store_stat(st, "empty", &size), 0);
+	cr_assert_eq(size, 0);
+}
+
+Test(store_dir, missing_objects)
+{
+	void *data;
+	size_t len;
+	uint64_t size;
+	char buf[4];
+
+	cr_assert_eq(store_get(st, "nope", 0, 4, buf), -ENOENT);
+	cr_assert_eq(store_get_all(st, "nope", &data, &len), -ENOENT);
+	cr_assert_eq(store_stat(st, "nope", &size), -ENOENT);
+	cr_assert_eq(store_get(st, "no/such/dir", 0, 4, buf), -ENOENT);
+	cr_assert_eq(store_del(st, "nope"), 0);
+	cr_assert_eq(store_del(st, "no/such/dir"), 0);
+}
+
+Test(store_dir, nested_keys)
+{
+	uint64_t size;
+	char buf[4];
+	void *data;
+	size_t len;
+
+	put_str("segments/00/0000000000000001", "seg1");
+	put_str("segments/00/0000000000000002", "seg2");
+	put_str("segments/01/0000000000000100", "seg100");
+	assert_content("segments/00/0000000000000001", "seg1");
+	assert_content("segments/01/0000000000000100", "seg100");
+	/* Directories are not objects. */
+	cr_assert_eq(store_stat(st, "segments", &size), -ENOENT);
+	cr_assert_eq(store_get(st, "segments/00", 0, 4, buf), -ENOENT);
+	cr_assert_eq(store_get_all(st, "segments", &data, &len), -ENOENT);
+	/* A file in the way of a path component. */
+	cr_assert_eq(store_get(st, "segments/00/0000000000000001/x", 0, 4, buf), -ENOENT);
+	cr_assert_eq(store_del(st, "segments/00/0000000000000001"), 0);
+	cr_assert_eq(store_stat(st, "segments/00/0000000000000001", &size), -ENOENT);
+	assert_content("segments/00/0000000000000002", "seg2");
+}
+
+Test(store_dir, if_absent)
+{
+	cr_assert_eq(store_put(st, "zerofs.key", "one", 3, STORE_PUT_IF_ABSENT), 0);
+	cr_assert_eq(store_put(st, "zerofs.key", "two", 3, STORE_PUT_IF_ABSENT), -EEXIST);
+	assert_content("zerofs.key", "one");
+	cr_assert_eq(store_put(st, "a/b/c", "x", 1, STORE_PUT_IF_ABSENT), 0);
+	cr_assert_eq(store_put(st, "a/b/c", "y", 1, STORE_PUT_IF_ABSENT), -EEXIST);
+	cr_assert_eq(store_del(st, "zerofs.key"), 0);
+	cr_assert_eq(store_put(st, "zerofs.key", "three", 5, STORE_PUT_IF_ABSENT), 0);
+	assert_content("zerofs.key", "three");
+	cr_assert_eq(count_temps(), 0);
+}
+
+#define RACERS 8
+#define ROUNDS 50
+
+struct racer {
+	pthread_barrier_t *start;
+	int id;
+	int wins[ROUNDS];
+};
+
+static void *race(void *arg)
+{
+	struct racer *r = arg;
+	char key[32], val[8];
+
+	pthread_barrier_wait(r->start);
+	for (int i = 0; i < ROUNDS; i++) {
+		snprintf(key, sizeof(key), "race/%03d", i);
+		snprintf(val, sizeof(val), "%d", r->id);
+		int ret = store_put(st, key, val, strlen(val), STORE_PUT_IF_ABSENT);
+
+		cr_assert(ret == 0 || ret == -EEXIST, "put returned %d", ret);
+		r->wins[i] = ret == 0;
+	}
+	return NULL;
+}
+
+Test(store_dir, if_absent_race_has_one_winner)
+{
+	pthread_barrier_t start;
+	pthread_t th[RACERS];
+	struct racer r[RACERS];
+
+	pthread_barrier_init(&start, NULL, RACERS);
+	for (int t = 0; t < RACERS; t++) {
+		r[t] = (struct racer){ .start = &start, .id = t };
+		cr_assert_eq(pthread_create(&th[t], NULL, race, &r[t]), 0);
+	}
+	for (int t = 0; t < RACERS; t++)
+		pthread_join(th[t], NULL);
+	for (int i = 0; i < ROUNDS; i++) {
+		int winners = 0, winner = -1;
+		char key[32], val[16];
+
+		for (int t = 0; t < RACERS; t++) {
+			winners += r[t].wins[i];
+			if (r[t].wins[i])
+				winner = t;
+		}
+		cr_assert_eq(winners, 1, "round %d had %d winners", i, winners);
+		snprintf(key, sizeof(key), "race/%03d", i);
+		snprintf(val, sizeof(val), "%d", winner);
+		assert_content(key, val);
+	}
+	pthread_barrier_destroy(&start);
+	cr_assert_eq(count_temps(), 0);
+}
+
+Test(store_dir, invalid_keys_rejected)
+{
+	static const char *const bad[] = {
+		"",	 "/abs", "a//b", "a/../b", "..",   ".",	     "a/",
+		"a/./b", "a b",	 "a\nb", "é",	   ".tmp", ".tmp/x", "a\\b",
+	};
+	char buf[4];
+	void *data;
+	size_t len;
+	uint64_t size;
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		cr_assert_eq(store_put(st, bad[i], "x", 1, 0), -EINVAL, "put '%s'", bad[i]);
+		cr_assert_eq(store_get(st, bad[i], 0, 1, buf), -EINVAL, "get '%s'", bad[i]);
+		cr_assert_eq(store_get_all(st, bad[i], &data, &len), -EINVAL);
+		cr_assert_eq(store_stat(st, bad[i], &size), -EINVAL);
+		cr_assert_eq(store_del(st, bad[i]), -EINVAL);
+	}
+	/* Dots inside a component are fine. */
+	put_str("a/.hidden..name-1_x", "ok");
+	assert_content("a/.hidden..name-1_x", "ok");
+}
+
+struct listing {
+	char keys[16][64];
+	uint64_t sizes[16];
+	int n, stop_after;
+};
+
+static int collect(void *arg, const char *key, uint64_t size)
+{
+	struct listing *l = arg;
+
+	cr_assert_lt(l->n, 16);
+	strcpy(l->keys[l->n], key);
+	l->sizes[l->n++] = size;
+	return l->stop_after && l->n == l->stop_after ? 42 : 0;
+}
+
+static void assert_list(const char *prefix, const char *const *want, int nwant)
+{
+	struct listing l = { 0 };
+
+	cr_assert_eq(store_list(st, prefix, collect, &l), 0);
+	cr_assert_eq(l.n, nwant, "prefix '%s': %d keys, want %d", prefix, l.n, nwant);
+	for (int i = 0; i < nwant; i++)
+		cr_assert_str_eq(l.keys[i], want[i], "prefix '%s' key %d", prefix, i);
+}
+
+Test(store_dir, list_order_and_prefix)
+{
+	static const char *const all[] = {
+		"a-b",
+		"a.b",
+		"a/b",
+		"a0",
+		"lease",
+		"log/0000000000000002",
+		"log/0000000000000010",
+		"segments/00/0000000000000001",
+		"segments/00/0000000000000002",
+		"segments/01/0000000000000100",
+		"segmentsx",
+	};
+	static const int order[] = { 9, 3, 7, 0, 10, 5, 1, 8, 4, 2, 6 };
+	struct listing l = { .stop_after = 3 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(order); i++)
+		put_str(all[order[i]], all[order[i]]);
+	assert_list("", all, ARRAY_SIZE(all));
+	assert_list("segments/00/", all + 7, 2);
+	assert_list("segments/", all + 7, 3);
+	assert_list("segments", all + 7, 4);
+	assert_list("segments/00/0000000000000002", all + 8, 1);
+	assert_list("log/00000000000000", all + 5, 2);
+	assert_list("a", all, 4);
+	assert_list("a/", all + 2, 1);
+	assert_list("zzz", NULL, 0);
+	assert_list("nodir/", NULL, 0);
+	assert_list(".tmp/", NULL, 0);
+	cr_assert_eq(store_list(st, "", collect, &l), 42, "callback's stop value returned");
+	cr_assert_eq(l.n, 3);
+	l = (struct listing){ 0 };
+	cr_assert_eq(store_list(st, "log/", collect, &l), 0);
+	cr_assert_eq(l.sizes[0], strlen("log/0000000000000002"));
+}
+
+Test(store_dir, no_temp_files_left)
+{
+	char big[100000];
+
+	memset(big, 'z', sizeof(big));
+	for (int i = 0; i < 20; i++) {
+		char key[32];
+
+		snprintf(key, sizeof(key), "k/%d", i);
+		cr_assert_eq(store_put(st, key, big, sizeof(big), 0), 0);
+		cr_assert_eq(store_put(st, key, big, 1, STORE_PUT_IF_ABSENT), -EEXIST);
+	}
+	cr_assert_eq(count_temps(), 0);
+}
+
+Test(store_dir, stale_temps_swept_on_open)
+{
+	char old[128], fresh[128];
+	struct timespec ts[2] = { { .tv_sec = 1000000 }, { .tv_sec = 1000000 } };
+	int fd;
+
+	snprintf(old, sizeof(old), "%s/.tmp/old", root);
+	snprintf(fresh, sizeof(fresh), "%s/.tmp/fresh", root);
+	fd = open(old, O_CREAT | O_WRONLY, 0644);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	cr_assert_eq(utimensat(AT_FDCWD, old, ts, 0), 0);
+	fd = open(fresh, O_CREAT | O_WRONLY, 0644);
+	cr_assert_geq(fd, 0);
+	close(fd);
+	store_close(st);
+	st = store_dir_open(root, 0);
+	cr_assert_not_null(st);
+	cr_assert_eq(access(old, F_OK), -1, "stale temp file kept");
+	cr_assert_eq(access(fresh, F_OK), 0, "recent temp file removed");
+}
+
+Test(store_dir, reopen_keeps_objects)
+{
+	put_str("segments/00/0000000000000001", "durable");
+	store_close(st);
+	st = store_dir_open(root, 0);
+	cr_assert_not_null(st);
+	assert_content("segments/00/0000000000000001", "durable");
+}
+
+Test(store_dir, open_by_url)
+{
+	char url[128], sub[128];
+	struct store *s2;
+
+	snprintf(url, sizeof(url), "file://%s", root);
+	s2 = store_open(url, 0);
+	cr_assert_not_null(s2);
+	cr_assert_str_eq(s2->ops->name, "dir");
+	cr_assert_eq(store_put(s2, "via-url", "1", 1, 0), 0);
+	store_close(s2);
+	assert_content("via-url", "1");
+
+	snprintf(url, sizeof(url), "file://localhost%s", root);
+	s2 = store_open(url, 0);
+	cr_assert_not_null(s2);
+	store_close(s2);
+
+	snprintf(sub, sizeof(sub), "%s/new/deeper", root);
+	errno = 0;
+	cr_assert_null(store_open(sub, 0));
+	cr_assert_eq(errno, ENOENT);
+	s2 = store_open(sub, 1);
+	cr_assert_not_null(s2);
+	store_close(s2);
+
+	errno = 0;
+	cr_assert_null(store_open("s3://bucket/prefix", 1));
+	cr_assert_eq(errno, EPROTONOSUPPORT);
+	errno = 0;
+	cr_assert_null(store_open("ftp://host/x", 1));
+	cr_assert_eq(errno, EINVAL);
+	errno = 0;
+	cr_assert_null(store_open("file://otherhost/x", 1));
+	cr_assert_eq(errno, EINVAL);
+	errno = 0;
+	cr_assert_null(store_open("", 1));
+	cr_assert_eq(errno, EINVAL);
+}
