@@ -270,22 +270,29 @@ static int cmd_mount(struct cli *c)
 	log_init("zerofs-fuse", 0, log_level_of(c->cfg.log_level));
 	if (zfuse_check_mountpoint(c->mountpoint) < 0)
 		return 1;
-	char *pw = get_password(&c->cfg, 0);
-	if (!pw)
+	struct zfuse *zf = zfuse_new(&c->cfg, c->fuse_opts, c->debug);
+	if (!zf)
 		return 1;
+	char *pw = get_password(&c->cfg, 0);
+	if (!pw) {
+		zfuse_free(zf);
+		return 1;
+	}
 	int report = -1;
 	if (!c->foreground && daemon_start(&report) < 0) {
 		wipe_free(pw);
+		zfuse_free(zf);
 		return 1;
 	}
 	struct fs *fs = fs_open(&c->cfg, pw, 1);
 	wipe_free(pw);
 	if (!fs) {
+		zfuse_free(zf);
 		daemon_ready(report, 1);
 		return 1;
 	}
-	struct zfuse *zf = zfuse_mount(fs, &c->cfg, c->mountpoint, c->fuse_opts, c->debug);
-	if (!zf) {
+	if (zfuse_mount(zf, fs, c->mountpoint) < 0) {
+		zfuse_free(zf);
 		fs_close(fs);
 		daemon_ready(report, 1);
 		return 1;

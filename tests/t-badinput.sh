@@ -52,6 +52,7 @@ assert_eq "$before" "$after" "a wrong password wrote to the store"
 echo "$ZEROFS_PASSWORD" >"$t/pwfile"
 ZEROFS_PASSWORD= zerofs_mount "$S" "$C" "$M" "password_file=$t/pwfile"
 expect_fail "busy|mounted" "$ZEROFS" -f -o "store=$S,cache_dir=$t/cache2,$opts" "$M"
+mkdir -p "$t/mnt2"
 expect_fail "already mounted" "$ZEROFS" -f -o "store=$S,cache_dir=$C,$opts" "$t/mnt2"
 
 # Two files in different segments; damage one segment.
@@ -65,6 +66,7 @@ zerofs_umount "$M"
 segs=$(ls "$S/segments" | sort)
 [ "$(echo "$segs" | wc -l)" -ge 2 ] || fail "expected two segments, got: $segs"
 first=$(echo "$segs" | head -1)
+cp "$S/segments/$first" "$t/seg.bak"
 printf '\xff' | dd of="$S/segments/$first" bs=1 seek=100 conv=notrunc status=none
 zerofs_mount "$S" "$C" "$M"
 if cat "$M/a" >/dev/null 2>"$t/err"; then fail "reading a damaged segment succeeded"; fi
@@ -74,7 +76,6 @@ cmp "$t/b" "$M/b" || fail "undamaged file b is not readable"
 zerofs_umount "$M"
 
 # A truncated segment: EIO too, never short or wrong data.
-cp "$S/segments/$first" "$t/seg.bak"
 truncate -s 50000 "$S/segments/$first"
 zerofs_mount "$S" "$C" "$M"
 if cat "$M/a" >/dev/null 2>"$t/err"; then fail "reading a truncated segment succeeded"; fi

@@ -79,10 +79,14 @@ check_tree "after the periodic barrier test"
 zerofs_umount "$M"
 logs_before=$(find "$S/meta/log" -type f | wc -l)
 zerofs_mount "$S" "$C" "$M" "barrier_interval_ms=3600000,checkpoint_interval=100000"
+writers=()
 for w in 1 2 3 4 5 6 7 8; do
-	(for k in $(seq 1 25); do "$FSPROBE" pwrite "$M/gc$w" $((k * 10)) "w${w}k$k" >/dev/null; done) &
+	(for k in $(seq 1 25); do "$FSPROBE" pwrite "$M/gc$w" $((k * 10)) "w${w}k$k"; done) &
+	writers+=($!)
 done
-wait
+for p in "${writers[@]}"; do
+	wait "$p" || fail "a group-commit writer failed"
+done
 logs=$(( $(find "$S/meta/log" -type f | wc -l) - logs_before ))
 echo "200 fsyncs made $logs index log objects"
 [ "$logs" -lt 200 ] || fail "concurrent fsyncs did not share barriers ($logs logs)"

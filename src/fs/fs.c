@@ -933,8 +933,14 @@ int fs_mkfs(const struct cfg *cfg, const char *password)
 	struct store *st = store_open(cfg->store, 1);
 	if (!st)
 		return -errno;
+	uint64_t size;
 	rc = store_is_empty(st);
-	if (rc == 0) {
+	if (rc == 0 && store_stat(st, "zerofs.key", &size) == 0) {
+		log_error("the store at %s already holds a zerofs-fuse filesystem; it is left "
+			  "untouched",
+			  st->url);
+		rc = -EEXIST;
+	} else if (rc == 0) {
 		log_error("the store at %s is not empty; refusing to make a filesystem there",
 			  st->url);
 		rc = -EEXIST;

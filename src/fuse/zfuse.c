@@ -554,20 +554,16 @@ int zfuse_check_mountpoint(const char *path)
 	return 0;
 }
 
-struct zfuse *zfuse_mount(struct fs *fs, const struct cfg *cfg, const char *mountpoint,
-			  const char *extra_opts, int debug)
+struct zfuse *zfuse_new(const struct cfg *cfg, const char *extra_opts, int debug)
 {
 	struct zfuse *zf = calloc(1, sizeof(*zf));
 	if (!zf)
 		return NULL;
-	zf->fs = fs;
-	zf->mountpoint = strdup(mountpoint);
 	CLEANUP_FREE char *opts = NULL;
 	if (asprintf(&opts, "fsname=zerofs-fuse,subtype=zerofs-fuse,default_permissions%s%s%s",
 		     cfg->allow_other ? ",allow_other" : "", extra_opts && *extra_opts ? "," : "",
 		     extra_opts ? extra_opts : "") < 0) {
 		opts = NULL;
-		free(zf->mountpoint);
 		free(zf);
 		errno = ENOMEM;
 		return NULL;
@@ -576,25 +572,29 @@ struct zfuse *zfuse_mount(struct fs *fs, const struct cfg *cfg, const char *moun
 	struct fuse_args args = FUSE_ARGS_INIT(debug ? 4 : 3, argv);
 	zf->se = fuse_session_new(&args, &zf_ops, sizeof(zf_ops), zf);
 	if (!zf->se) {
-		log_error("cannot create the FUSE session (bad mount options '%s'?)", opts);
-		zfuse_free(zf);
+		log_error("invalid mount options '%s' (see the message above)", opts);
+		free(zf);
 		errno = EINVAL;
 		return NULL;
 	}
-	if (fuse_set_signal_handlers(zf->se) < 0) {
-		zfuse_free(zf);
-		errno = EIO;
-		return NULL;
-	}
+	return zf;
+}
+
+int zfuse_mount(struct zfuse *zf, struct fs *fs, const char *mountpoint)
+{
+	zf->fs = fs;
+	zf->mountpoint = strdup(mountpoint);
+	if (!zf->mountpoint)
+		return -ENOMEM;
+	if (fuse_set_signal_handlers(zf->se) < 0)
+		return -EIO;
 	if (fuse_session_mount(zf->se, mountpoint) < 0) {
 		log_error("cannot mount on %s (see the message above; is /dev/fuse there?)",
 			  mountpoint);
-		zfuse_free(zf);
-		errno = EIO;
-		return NULL;
+		return -EIO;
 	}
 	zf->mounted = 1;
-	return zf;
+	return 0;
 }
 
 int zfuse_loop(struct zfuse *zf, const struct cfg *cfg)

@@ -11,11 +11,12 @@
 
 struct zfuse;
 
-/* Create the session and mount it.  extra_opts are mount options passed
- * on to FUSE (comma-separated, may be empty).  NULL with errno set and a
- * message logged (missing or busy mountpoint, no /dev/fuse, ...). */
-struct zfuse *zfuse_mount(struct fs *fs, const struct cfg *cfg, const char *mountpoint,
-			  const char *extra_opts, int debug);
+/* Create the session: parses the mount options (extra_opts: passed on to
+ * FUSE, comma-separated, may be empty) so that a bad one is reported before
+ * the store is touched.  NULL with errno set and a message logged. */
+struct zfuse *zfuse_new(const struct cfg *cfg, const char *extra_opts, int debug);
+/* Serve fs on mountpoint.  0 or -errno with a message logged. */
+int zfuse_mount(struct zfuse *zf, struct fs *fs, const char *mountpoint);
 /* Serve requests until unmounted or signalled; then unmount.  0 or -errno. */
 int zfuse_loop(struct zfuse *zf, const struct cfg *cfg);
 void zfuse_free(struct zfuse *zf);
