@@ -47,6 +47,7 @@ struct fs {
 	struct jnl *j;
 	struct ref *refs[REF_BUCKETS];
 	uint64_t reads, writes, read_bytes, write_bytes, syncs;
+	int kernel_times; /* the kernel keeps mtime/ctime of written files */
 };
 
 static int64_t now(void)
@@ -625,10 +626,17 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 		return -EINVAL;
 	/* The size grows before the data lands, so a barrier taken while the
 	 * write drops the lock never sees blocks beyond the file's end. */
-	in.mtime = in.ctime = now();
-	if (off + len > in.size)
+	int changed = 0;
+	if (!fs->kernel_times) {
+		in.mtime = in.ctime = now();
+		changed = 1;
+	}
+	if (off + len > in.size) {
 		in.size = off + len;
-	rc = idx_inode_update(fs->ix, &in);
+		changed = 1;
+	}
+	if (changed)
+		rc = idx_inode_update(fs->ix, &in);
 	if (rc == 0)
 		rc = data_write(fs->d, ino, off, buf, len);
 	if (rc < 0)
@@ -1170,6 +1178,12 @@ int fs_close(struct fs *fs)
 	}
 	fs_free(fs);
 	return rc;
+}
+
+void fs_set_kernel_times(struct fs *fs, int on)
+{
+	LOCK_GUARD(&fs->lock);
+	fs->kernel_times = on;
 }
 
 void fs_get_stats(struct fs *fs, struct fs_stats *out)

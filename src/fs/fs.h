@@ -104,6 +104,10 @@ ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *buf, si
 ssize_t fs_listxattr(struct fs *fs, uint64_t ino, char *buf, size_t cap);
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
 
+/* With FUSE's writeback cache the kernel keeps the times of the files it
+ * writes and sends them as setattr: writes then leave mtime/ctime alone. */
+void fs_set_kernel_times(struct fs *fs, int on);
+
 struct fs_stats {
 	uint64_t reads, writes, read_bytes, write_bytes, syncs;
 	uint64_t barriers, barriers_failed, barrier_last_ns, log_seq;

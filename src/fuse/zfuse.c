@@ -88,8 +88,11 @@ static void get_ctx(fuse_req_t req, struct fs_ctx *c)
 
 static void zf_init(void *userdata, struct fuse_conn_info *conn)
 {
-	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+	struct zfuse *zf = userdata;
+	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE) {
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		fs_set_kernel_times(zf->fs, 1);
+	}
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)

@@ -102,9 +102,9 @@ enum stmt_id {
 #define EXTENT_COLS "blk, seg, off, len, plen, frame"
 
 static const char *const stmt_sql[ST_COUNT] = {
-	[ST_BEGIN] = "BEGIN",
-	[ST_COMMIT] = "COMMIT",
-	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_BEGIN] = "SAVEPOINT idx_op",
+	[ST_COMMIT] = "RELEASE idx_op",
+	[ST_ROLLBACK] = "ROLLBACK TO idx_op",
 	[ST_SUPER_GET] = "SELECT v FROM super WHERE k = ?1",
 	[ST_SUPER_SET] = "INSERT INTO super(k, v) VALUES(?1, ?2)"
 			 " ON CONFLICT(k) DO UPDATE SET v = excluded.v",
@@ -171,6 +171,7 @@ struct idx {
 	sqlite3 *db;
 	sqlite3_session *session;
 	sqlite3_stmt *st[ST_COUNT];
+	int depth; /* open idx_begin savepoints */
 };
 
 static void stmt_release(sqlite3_stmt **st)
@@ -191,8 +192,41 @@ static int db_error(struct idx *ix, const char *what)
 
 /* Step st: SQLITE_ROW or SQLITE_DONE, or -EIO (logged).  A constraint
  * violation is -EEXIST (not logged: the caller expects duplicates). */
+/* Writes are batched: the first one opens a transaction that stays open
+ * until idx_flush (the journal flushes at every barrier), so a filesystem
+ * operation costs no commit of its own.  Durability is the journal's job,
+ * and a crash makes the local database a stale cache anyway. */
+static int batch(struct idx *ix)
+{
+	if (!sqlite3_get_autocommit(ix->db))
+		return 0;
+	if (sqlite3_exec(ix->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+		log_error("index: BEGIN: %s", sqlite3_errmsg(ix->db));
+		return -EIO;
+	}
+	return 0;
+}
+
+int idx_flush(struct idx *ix)
+{
+	if (ix->depth)
+		return -EBUSY;
+	if (sqlite3_get_autocommit(ix->db))
+		return 0;
+	if (sqlite3_exec(ix->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		log_error("index: COMMIT: %s", sqlite3_errmsg(ix->db));
+		return -EIO;
+	}
+	return 0;
+}
+
 static int step(struct idx *ix, sqlite3_stmt *st)
 {
+	if (!sqlite3_stmt_readonly(st)) {
+		int b = batch(ix);
+		if (b < 0)
+			return b;
+	}
 	int rc = sqlite3_step(st);
 
 	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
@@ -388,6 +422,7 @@ void idx_close(struct idx *ix)
 {
 	if (!ix)
 		return;
+	idx_flush(ix);
 	if (ix->session)
 		sqlite3session_delete(ix->session);
 	for (int i = 0; i < ST_COUNT; i++)
@@ -463,25 +498,38 @@ struct idx *idx_open_image(const char *path, const void *image, size_t len)
 
 /* ---- transactions ---- */
 
+/* An operation is a savepoint inside the batch transaction. */
 int idx_begin(struct idx *ix)
 {
+	int r = batch(ix);
+	if (r < 0)
+		return r;
 	STMT(st, ix, ST_BEGIN);
-	return exec_done(ix, st);
+	r = exec_done(ix, st);
+	if (r == 0)
+		ix->depth++;
+	return r;
 }
 
 int idx_commit(struct idx *ix)
 {
 	STMT(st, ix, ST_COMMIT);
-	return exec_done(ix, st);
+	int r = exec_done(ix, st);
+	if (r == 0)
+		ix->depth--;
+	return r;
 }
 
 void idx_rollback(struct idx *ix)
 {
 	STMT(st, ix, ST_ROLLBACK);
 
-	/* SQLite may already have rolled back on its own after an error. */
-	if (!sqlite3_get_autocommit(ix->db))
+	ix->depth--;
+	/* SQLite may already have rolled back the whole batch after an error. */
+	if (!sqlite3_get_autocommit(ix->db)) {
 		exec_done(ix, st);
+		sqlite3_exec(ix->db, "RELEASE idx_op", NULL, NULL, NULL);
+	}
 }
 
 /* ---- counters ---- */
@@ -1020,9 +1068,10 @@ int idx_changeset_take(struct idx *ix, void **cs, size_t *len)
 	int n = 0;
 	int r;
 
-	/* Mid-transaction the session would hand out uncommitted changes. */
-	if (!sqlite3_get_autocommit(ix->db))
-		return -EBUSY;
+	/* Inside an operation the session would hand out half of it. */
+	r = idx_flush(ix);
+	if (r < 0)
+		return r;
 	/* Idle barriers are common: no changeset to build, no session to renew. */
 	if (sqlite3session_isempty(ix->session)) {
 		*cs = NULL;
@@ -1121,9 +1170,10 @@ int idx_serialize(struct idx *ix, void **image, size_t *len)
 	sqlite3_int64 n = 0;
 	unsigned char *buf;
 
-	/* Inside a transaction the image would hold uncommitted changes. */
-	if (!sqlite3_get_autocommit(ix->db))
-		return -EBUSY;
+	/* Inside an operation the image would hold half of it. */
+	int r = idx_flush(ix);
+	if (r < 0)
+		return r;
 	buf = sqlite3_serialize(ix->db, "main", &n, 0);
 	if (!buf)
 		return db_error(ix, "serialize");

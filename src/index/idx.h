@@ -77,10 +77,14 @@ struct idx *idx_open(const char *path);
 struct idx *idx_open_image(const char *path, const void *image, size_t len);
 void idx_close(struct idx *ix);
 
-/* Transactions around each filesystem operation. */
+/* Transactions around each filesystem operation: savepoints inside one
+ * batch transaction that every write opens and idx_flush commits (the
+ * journal flushes at each barrier; idx_changeset_take, idx_serialize and
+ * idx_close flush first).  idx_flush: -EBUSY inside idx_begin. */
 int idx_begin(struct idx *ix);
 int idx_commit(struct idx *ix);
 void idx_rollback(struct idx *ix);
+int idx_flush(struct idx *ix);
 
 /* Replicated counters (table super). idx_super_get: -ENOENT if unset. */
 int idx_super_get(struct idx *ix, const char *k, int64_t *v);
