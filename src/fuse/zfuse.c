@@ -605,8 +605,14 @@ int zfuse_loop(struct zfuse *zf, const struct cfg *cfg)
 	struct fuse_loop_config *lc = fuse_loop_cfg_create();
 	if (!lc)
 		return -ENOMEM;
-	fuse_loop_cfg_set_max_threads(lc, (unsigned int)cfg->threads);
-	fuse_loop_cfg_set_idle_threads(lc, (unsigned int)cfg->threads);
+	/* More workers than CPUs only add context switches: each request is
+	 * short, and object-store waits happen on the data layer's threads. */
+	long n = cfg->threads ? cfg->threads : MAX(sysconf(_SC_NPROCESSORS_ONLN), 2);
+	fuse_loop_cfg_set_max_threads(lc, (unsigned int)n);
+	fuse_loop_cfg_set_idle_threads(lc, (unsigned int)n);
+	/* A /dev/fuse descriptor per worker: requests are not all woken on one
+	 * wait queue. */
+	fuse_loop_cfg_set_clone_fd(lc, 1);
 	int rc = fuse_session_loop_mt(zf->se, lc);
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_unmount(zf->se);
