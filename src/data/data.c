@@ -47,7 +47,25 @@ struct seg {
 };
 
 #define DIRTY_BUCKETS 4096
-#define RUN_MAX 16 /* frames fetched in one ranged read */
+#define RUN_MAX 16     /* frames fetched in one ranged read */
+#define RA_SLOTS 16    /* read-ahead tasks queued; ranged reads in flight */
+#define RA_RUNS 4      /* runs read ahead of a sequential reader */
+#define RA_STREAMS 64  /* sequential readers tracked */
+#define RA_THREADS 2
+
+struct ra_task {
+	uint64_t ino, blk;
+};
+
+struct inflight {
+	uint64_t seg;
+	uint32_t start, end;
+	int used;
+};
+
+struct ra_stream {
+	uint64_t ino, last, next;
+};
 
 struct data {
 	struct store *st;
@@ -77,6 +95,15 @@ struct data {
 
 	struct bcache *cache;
 	uint64_t segments_stored, store_errors;
+
+	struct ra_task raq[RA_SLOTS];
+	int raq_head, raq_n;
+	struct inflight infl[RA_SLOTS];
+	struct ra_stream streams[RA_STREAMS];
+	pthread_cond_t ra_work; /* read-ahead queued, or stop */
+	pthread_cond_t ra_done; /* a ranged read finished */
+	pthread_t ra_threads[RA_THREADS];
+	int nra;
 };
 
 static __thread uint8_t *tls_frame;   /* one frame of scratch */
@@ -89,8 +116,38 @@ static size_t frame_cap(void)
 	return seal_frame_bound(DATA_BLOCK_SIZE);
 }
 
+/* Frees the calling thread's scratch buffers when it exits: FUSE workers
+ * end with the session, and their buffers must not leak. */
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+static int tls_key_err;
+
+static void tls_free(void *unused)
+{
+	free(tls_frame);
+	free(tls_run);
+	free(tls_block);
+	free(tls_rmw);
+	tls_frame = tls_run = tls_block = tls_rmw = NULL;
+}
+
+static void tls_key_create(void)
+{
+	tls_key_err = pthread_key_create(&tls_key, tls_free);
+}
+
 static int tls_buffers(void)
 {
+	if (tls_frame && tls_run && tls_block && tls_rmw)
+		return 0;
+	int err = pthread_once(&tls_once, tls_key_create);
+	if (!err)
+		err = tls_key_err;
+	/* Any non-NULL value: it makes tls_free run at the thread's exit. */
+	if (!err)
+		err = pthread_setspecific(tls_key, &tls_key);
+	if (err)
+		return -err;
 	if (!tls_frame)
 		tls_frame = malloc(frame_cap());
 	if (!tls_run)
@@ -377,11 +434,12 @@ static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e
 }
 
 struct run {
-	uint64_t ino;
 	struct idx_extent e[RUN_MAX];
 	int n;
 };
 
+/* Extents of one ranged read: adjacent blocks whose frames follow each other
+ * in one segment. */
 static int run_add(void *arg, const struct idx_extent *e)
 {
 	struct run *r = arg;
@@ -394,31 +452,36 @@ static int run_add(void *arg, const struct idx_extent *e)
 	return r->n == RUN_MAX;
 }
 
-/* Fetch the frame of extent first (and the adjacent frames of the same file
- * after it in the same segment, in one ranged read) into the cache.  Called
- * with the lock held; drops it for the store read. */
-static int fetch_run(struct data *d, uint64_t ino, const struct idx_extent *first)
+/* Is a ranged read of this frame under way (by a reader or the read-ahead)? */
+static int in_flight(struct data *d, uint64_t seg, uint32_t off)
 {
-	struct run r = {.ino = ino};
-	int rc = idx_extent_range(d->ix, ino, first->blk, first->blk + RUN_MAX, run_add, &r);
-	if (rc < 0)
-		return rc;
-	if (r.n == 0 || r.e[0].seg != first->seg || r.e[0].off != first->off) {
-		r.e[0] = *first;
-		r.n = 1;
-	}
-	/* Stop the run at the first frame that is already cached. */
-	int n = 1;
-	while (n < r.n && !bcache_has(d->cache, r.e[n].seg, r.e[n].off))
-		n++;
-	uint64_t off = r.e[0].off;
-	size_t len = (size_t)(r.e[n - 1].off + r.e[n - 1].len - off);
+	for (int i = 0; i < RA_SLOTS; i++)
+		if (d->infl[i].used && d->infl[i].seg == seg && off >= d->infl[i].start &&
+		    off < d->infl[i].end)
+			return 1;
+	return 0;
+}
+
+/* Read the frames of run r (its first n) in one ranged read, open them and
+ * put them in the cache.  Called with the lock held; drops it for the I/O.
+ * Returns the result for the first frame. */
+static int load_run(struct data *d, uint64_t ino, struct run *r)
+{
+	int slot = -1;
+	for (int i = 0; i < RA_SLOTS && slot < 0; i++)
+		if (!d->infl[i].used)
+			slot = i;
+	uint64_t off = r->e[0].off;
+	size_t len = (size_t)(r->e[r->n - 1].off + r->e[r->n - 1].len - off);
+	if (slot >= 0)
+		d->infl[slot] = (struct inflight){r->e[0].seg, r->e[0].off,
+						  (uint32_t)(off + len), 1};
 	char key[64];
-	seg_key(key, sizeof(key), first->seg);
+	seg_key(key, sizeof(key), r->e[0].seg);
 
 	pthread_mutex_unlock(d->lock);
 	ssize_t got = store_get(d->st, key, off, len, tls_run);
-	rc = 0;
+	int rc = 0;
 	if (got < 0) {
 		log_error("object %s: read of %zu bytes at %" PRIu64 " failed: %s", key, len, off,
 			  strerror((int)-got));
@@ -428,21 +491,125 @@ static int fetch_run(struct data *d, uint64_t ino, const struct idx_extent *firs
 			  len, off, got);
 		rc = -EIO;
 	}
-	for (int i = 0; rc == 0 && i < n; i++) {
-		uint8_t *frame = tls_run + (r.e[i].off - off);
-		int drc = decode_frame(d, ino, &r.e[i], frame, tls_block);
+	for (int i = 0; rc == 0 && i < r->n; i++) {
+		uint8_t *frame = tls_run + (r->e[i].off - off);
+		int drc = decode_frame(d, ino, &r->e[i], frame, tls_block);
 		if (drc < 0) {
 			/* Only the frame asked for decides the result. */
 			if (i == 0)
 				rc = drc;
 			break;
 		}
-		bcache_put(d->cache, r.e[i].seg, r.e[i].off, tls_block, r.e[i].plen);
+		bcache_put(d->cache, r->e[i].seg, r->e[i].off, tls_block, r->e[i].plen);
 	}
 	pthread_mutex_lock(d->lock);
+	if (slot >= 0)
+		d->infl[slot].used = 0;
+	pthread_cond_broadcast(&d->ra_done);
 	if (rc < 0)
 		d->store_errors++;
 	return rc;
+}
+
+/* The run that starts with extent first: the adjacent frames after it that
+ * are neither cached nor in memory. */
+static int build_run(struct data *d, uint64_t ino, const struct idx_extent *first,
+		     struct run *r)
+{
+	r->n = 0;
+	int rc = idx_extent_range(d->ix, ino, first->blk, first->blk + RUN_MAX, run_add, r);
+	if (rc < 0)
+		return rc;
+	if (r->n == 0 || r->e[0].seg != first->seg || r->e[0].off != first->off) {
+		r->e[0] = *first;
+		r->n = 1;
+	}
+	int n = 1;
+	while (n < r->n && !bcache_has(d->cache, r->e[n].seg, r->e[n].off) &&
+	       !in_flight(d, r->e[n].seg, r->e[n].off))
+		n++;
+	r->n = n;
+	return 0;
+}
+
+static int fetch_run(struct data *d, uint64_t ino, const struct idx_extent *first)
+{
+	struct run r;
+	int rc = build_run(d, ino, first, &r);
+	return rc < 0 ? rc : load_run(d, ino, &r);
+}
+
+/* ---- read-ahead ----
+ * A reader that goes block after block through a file is a stream; the
+ * read-ahead threads fetch the next RA_RUNS runs of a stream before it
+ * asks, so store latency overlaps with the reader and decoding runs on
+ * another core. */
+
+static void ra_queue(struct data *d, uint64_t ino, uint64_t blk)
+{
+	if (d->raq_n == RA_SLOTS)
+		return; /* read-ahead is a hint: drop it when busy */
+	d->raq[(d->raq_head + d->raq_n++) % RA_SLOTS] = (struct ra_task){ino, blk};
+	pthread_cond_signal(&d->ra_work);
+}
+
+static void ra_note(struct data *d, uint64_t ino, uint64_t blk)
+{
+	struct ra_stream *s = &d->streams[ino % RA_STREAMS];
+	if (s->ino != ino || (blk != s->last + 1 && blk != s->last)) {
+		*s = (struct ra_stream){.ino = ino, .last = blk, .next = blk + 1};
+		return;
+	}
+	s->last = blk;
+	uint64_t horizon = blk + (uint64_t)RUN_MAX * RA_RUNS;
+	if (s->next <= blk)
+		s->next = blk + 1;
+	while (s->next < horizon) {
+		ra_queue(d, ino, s->next);
+		s->next += RUN_MAX;
+	}
+}
+
+/* Fetch what is missing of blocks [blk, blk + RUN_MAX) of ino. */
+static void ra_fetch(struct data *d, uint64_t ino, uint64_t blk)
+{
+	uint64_t end = blk + RUN_MAX;
+	while (blk < end && !d->stop) {
+		struct idx_extent e;
+		if (idx_extent_next(d->ix, ino, blk, &e) < 0 || e.blk >= end)
+			return;
+		blk = e.blk + 1;
+		if (dirty_find(d, ino, e.blk) || seg_in_memory(d, e.seg) ||
+		    bcache_has(d->cache, e.seg, e.off) || in_flight(d, e.seg, e.off))
+			continue;
+		struct run r;
+		if (build_run(d, ino, &e, &r) < 0)
+			return;
+		if (r.e[r.n - 1].blk >= end)
+			r.n = (int)(end - r.e[0].blk);
+		load_run(d, ino, &r);
+		blk = r.e[r.n - 1].blk + 1;
+	}
+}
+
+static void *ra_main(void *arg)
+{
+	struct data *d = arg;
+	if (tls_buffers() < 0)
+		return NULL;
+	pthread_mutex_lock(d->lock);
+	while (!d->stop) {
+		if (d->raq_n == 0) {
+			pthread_cond_wait(&d->ra_work, d->lock);
+			continue;
+		}
+		struct ra_task t = d->raq[d->raq_head];
+		d->raq_head = (d->raq_head + 1) % RA_SLOTS;
+		d->raq_n--;
+		ra_fetch(d, t.ino, t.blk);
+	}
+	pthread_mutex_unlock(d->lock);
+	return NULL;
 }
 
 /* Copy len bytes at boff of block (ino, blk) into out.  Holds the lock on
@@ -467,6 +634,12 @@ static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, s
 		if (bcache_get(d->cache, e.seg, e.off, out, boff, len) >= 0)
 			return 0;
 		struct seg *s = seg_in_memory(d, e.seg);
+		if (!s && in_flight(d, e.seg, e.off)) {
+			/* Someone is reading it already: wait for them. */
+			pthread_cond_wait(&d->ra_done, d->lock);
+			tries--;
+			continue;
+		}
 		if (s) {
 			memcpy(tls_frame, s->buf + e.off, e.len);
 			rc = decode_frame(d, ino, &e, tls_frame, tls_block);
@@ -491,6 +664,9 @@ static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, s
 
 ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf)
 {
+	ra_note(d, ino, off >> DATA_BLOCK_SHIFT);
+	if (len > DATA_BLOCK_SIZE)
+		ra_note(d, ino, (off + len - 1) >> DATA_BLOCK_SHIFT);
 	if (len == 0)
 		return 0;
 	int rc = tls_buffers();
@@ -828,6 +1004,19 @@ struct data *data_new(struct store *st, const struct seal_key *key, struct idx *
 	pthread_cond_init(&d->work, NULL);
 	pthread_cond_init(&d->done, NULL);
 	pthread_cond_init(&d->space, NULL);
+	pthread_cond_init(&d->ra_work, NULL);
+	pthread_cond_init(&d->ra_done, NULL);
+	for (int i = 0; i < RA_THREADS; i++) {
+		int err = pthread_create(&d->ra_threads[i], NULL, ra_main, d);
+		if (err) {
+			errno = err;
+			log_error("cannot start a read-ahead thread: %m");
+			data_free(d);
+			errno = err;
+			return NULL;
+		}
+		d->nra++;
+	}
 	for (int i = 0; i < d->p.upload_threads; i++) {
 		int err = pthread_create(&d->uploaders[i], NULL, uploader, d);
 		if (err) {
@@ -864,9 +1053,12 @@ void data_free(struct data *d)
 	d->stop = 1;
 	pthread_cond_broadcast(&d->work);
 	pthread_cond_broadcast(&d->space);
+	pthread_cond_broadcast(&d->ra_work);
 	pthread_mutex_unlock(d->lock);
 	for (int i = 0; i < d->nuploaders; i++)
 		pthread_join(d->uploaders[i], NULL);
+	for (int i = 0; i < d->nra; i++)
+		pthread_join(d->ra_threads[i], NULL);
 	while (d->dirty_head)
 		dirty_release(d, d->dirty_head);
 	for (struct dbuf *b = d->dbuf_pool, *n; b; b = n) {
@@ -888,6 +1080,8 @@ void data_free(struct data *d)
 	pthread_cond_destroy(&d->work);
 	pthread_cond_destroy(&d->done);
 	pthread_cond_destroy(&d->space);
+	pthread_cond_destroy(&d->ra_work);
+	pthread_cond_destroy(&d->ra_done);
 	free(d->uploaders);
 	sodium_memzero(&d->key, sizeof(d->key));
 	free(d);

@@ -272,10 +272,28 @@ static void zf_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 
 static __thread char *io_buf;
 
+/* Frees a worker's io_buf when it exits (workers end with the session). */
+static pthread_key_t io_buf_key;
+static pthread_once_t io_buf_once = PTHREAD_ONCE_INIT;
+static int io_buf_key_err;
+
+static void io_buf_free(void *unused)
+{
+	free(io_buf);
+	io_buf = NULL;
+}
+
+static void io_buf_key_create(void)
+{
+	io_buf_key_err = pthread_key_create(&io_buf_key, io_buf_free);
+}
+
 static void zf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
-	if (!io_buf)
+	/* A non-NULL value for the key makes io_buf_free run at thread exit. */
+	if (!io_buf && pthread_once(&io_buf_once, io_buf_key_create) == 0 && !io_buf_key_err &&
+	    pthread_setspecific(io_buf_key, &io_buf_key) == 0)
 		io_buf = malloc(MAX_IO);
 	if (!io_buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -574,6 +592,9 @@ struct zfuse *zfuse_new(const struct cfg *cfg, const char *extra_opts, int debug
 	char *argv[] = {"zerofs-fuse", "-o", opts, debug ? "-d" : NULL, NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(debug ? 4 : 3, argv);
 	zf->se = fuse_session_new(&args, &zf_ops, sizeof(zf_ops), zf);
+	/* fuse_session_new parsed args into a copy it allocated (and keeps no
+	 * pointer to): free it. */
+	fuse_opt_free_args(&args);
 	if (!zf->se) {
 		log_error("invalid mount options '%s' (see the message above)", opts);
 		free(zf);
