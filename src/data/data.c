@@ -886,26 +886,33 @@ int data_flush_all(struct data *d, uint64_t *mark)
 
 int data_wait_stored(struct data *d, uint64_t mark)
 {
+	uint64_t t0 = util_now_ns();
+	/* A waiting barrier is worth a retry now rather than at the end of a
+	 * backoff: the store may have come back. */
+	for (struct seg *t = d->sealed_head; t && t->sealno <= mark; t = t->next)
+		t->retry_at_ns = 0;
+	pthread_cond_broadcast(&d->work);
 	for (;;) {
 		struct seg *s = d->sealed_head;
 		if (!s || s->sealno > mark)
 			return 0;
-		/* The oldest unstored segment holds us up; give up on it only
-		 * after the store has failed for store_wait_ms. */
-		for (struct seg *t = s; t && t->sealno <= mark; t = t->next) {
-			if (t->fail_since_ns &&
-			    util_now_ns() - t->fail_since_ns > d->p.store_wait_ms * 1000000ULL) {
+		/* Give up only when this barrier has waited store_wait_ms and a
+		 * segment it needs is still failing (a slow store is waited for). */
+		if (util_now_ns() - t0 > d->p.store_wait_ms * 1000000ULL) {
+			for (struct seg *t = s; t && t->sealno <= mark; t = t->next) {
+				if (!t->fail_since_ns)
+					continue;
 				char key[64];
 				seg_key(key, sizeof(key), t->id);
 				log_error("barrier failed: %s could not be stored for %" PRIu64
-					  " ms; it stays queued",
+					  " ms; it stays queued and is retried",
 					  key, d->p.store_wait_ms);
 				return -EIO;
 			}
 		}
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000000L;
+		ts.tv_nsec += 100 * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) {
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;

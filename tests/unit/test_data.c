@@ -280,3 +280,130 @@ Test(journal, barrier_then_recover, .init = setup, .fini = teardown)
 	data_free(d);
 	idx_close(b);
 }
+
+/* A store that fails every put while fail_puts is set: the barrier must
+ * report the failure, keep everything, and succeed once the store heals. */
+struct flaky {
+	struct store base;
+	struct store *inner;
+	int fail_puts;
+	int puts_failed;
+};
+
+static struct flaky *flaky_of(struct store *s)
+{
+	return (struct flaky *)s;
+}
+static ssize_t fl_get(struct store *s, const char *k, uint64_t off, size_t len, void *buf)
+{
+	return store_get(flaky_of(s)->inner, k, off, len, buf);
+}
+static int fl_get_all(struct store *s, const char *k, void **d, size_t *len)
+{
+	return store_get_all(flaky_of(s)->inner, k, d, len);
+}
+static int fl_put(struct store *s, const char *k, const void *d, size_t len, int flags)
+{
+	struct flaky *f = flaky_of(s);
+	if (__atomic_load_n(&f->fail_puts, __ATOMIC_SEQ_CST)) {
+		__atomic_add_fetch(&f->puts_failed, 1, __ATOMIC_SEQ_CST);
+		return -EIO;
+	}
+	return store_put(f->inner, k, d, len, flags);
+}
+static int fl_del(struct store *s, const char *k)
+{
+	return store_del(flaky_of(s)->inner, k);
+}
+static int fl_list(struct store *s, const char *p, store_list_cb cb, void *arg)
+{
+	return store_list(flaky_of(s)->inner, p, cb, arg);
+}
+static int fl_stat(struct store *s, const char *k, uint64_t *size)
+{
+	return store_stat(flaky_of(s)->inner, k, size);
+}
+static void fl_close(struct store *s)
+{
+}
+static const struct store_ops flaky_ops = {
+	.name = "flaky",
+	.get = fl_get,
+	.get_all = fl_get_all,
+	.put = fl_put,
+	.del = fl_del,
+	.list = fl_list,
+	.stat = fl_stat,
+	.close = fl_close,
+};
+
+Test(journal, failed_barrier_loses_nothing, .init = setup, .fini = teardown, .timeout = 60)
+{
+	struct flaky fl = {.base = {.ops = &flaky_ops, .url = "flaky"}, .inner = st};
+	struct store *fs_ = &fl.base;
+	struct idx_inode root = {.ino = 1, .mode = 040755, .nlink = 2};
+	cr_assert_eq(idx_inode_insert(ix, &root), 0);
+	cr_assert_eq(jnl_format(st, &key, ix), 0);
+	char db[512], db2[512];
+	snprintf(db, sizeof(db), "%s/a.db", tmpdir);
+	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
+	struct idx *a;
+	uint64_t seq, ckpt;
+	cr_assert_eq(jnl_recover(fs_, &key, db, "fsid", &a, &seq, &ckpt), 0);
+	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
+				.dirty_limit = 1 << 20, .epoch = 1, .compress = 1,
+				.upload_threads = 2, .store_wait_ms = 300};
+	struct data *d = data_new(fs_, &key, a, &lock, &p);
+	struct jnl_params jp = {.checkpoint_interval = 1000, .barrier_interval_ms = 0};
+	struct jnl *j = jnl_new(fs_, &key, a, d, &lock, &jp, seq, ckpt);
+	uint8_t buf[200000];
+	for (size_t i = 0; i < sizeof(buf); i++)
+		buf[i] = (uint8_t)(i % 251);
+
+	/* Round 1 succeeds; round 2 meets a dead store and must fail. */
+	uint64_t inos[2];
+	for (int round = 0; round < 2; round++) {
+		pthread_mutex_lock(&lock);
+		struct idx_inode in = {.mode = 0100644, .nlink = 1, .size = sizeof(buf)};
+		cr_assert_eq(idx_inode_create(a, &in), 0);
+		inos[round] = in.ino;
+		cr_assert_eq(data_write(d, in.ino, 0, buf, sizeof(buf)), 0);
+		pthread_mutex_unlock(&lock);
+		__atomic_store_n(&fl.fail_puts, round == 1, __ATOMIC_SEQ_CST);
+		int rc = jnl_sync(j);
+		if (round == 0)
+			cr_assert_eq(rc, 0);
+		else
+			cr_assert_eq(rc, -EIO, "a barrier on a dead store must fail, got %d", rc);
+	}
+	cr_assert_gt(fl.puts_failed, 0);
+	/* What the failed barrier did not store is not in the store yet. */
+	struct idx *tmp;
+	cr_assert_eq(jnl_recover(st, &key, db2, "other", &tmp, &seq, &ckpt), 0);
+	struct idx_inode probe;
+	cr_assert_eq(idx_inode_get(tmp, inos[0], &probe), 0);
+	cr_assert_eq(idx_inode_get(tmp, inos[1], &probe), -ENOENT);
+	idx_close(tmp);
+
+	/* The store heals: the next barrier stores everything, in order. */
+	__atomic_store_n(&fl.fail_puts, 0, __ATOMIC_SEQ_CST);
+	cr_assert_eq(jnl_sync(j), 0);
+	jnl_free(j);
+	data_free(d);
+	idx_close(a);
+
+	unlink(db2);
+	struct idx *b;
+	cr_assert_eq(jnl_recover(st, &key, db2, "other2", &b, &seq, &ckpt), 0);
+	d = data_new(st, &key, b, &lock, &p);
+	uint8_t out[200000];
+	pthread_mutex_lock(&lock);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(idx_inode_get(b, inos[i], &probe), 0, "inode of round %d", i);
+		cr_assert_eq(data_read(d, inos[i], 0, sizeof(out), out), (ssize_t)sizeof(out));
+		cr_assert_eq(memcmp(out, buf, sizeof(out)), 0, "data of round %d", i);
+	}
+	pthread_mutex_unlock(&lock);
+	data_free(d);
+	idx_close(b);
+}
