@@ -33,7 +33,8 @@ static const char *const log_level_choices[] = { "error", "warning", "info", "de
 
 const struct cfg_opt cfg_opts[] = {
 	OPT(store, CFG_STRING, .def = "file:///var/lib/zerofs-fuse/store",
-	    .help = "object store URL: file:///path or a plain path for a local directory store"),
+	    .help = "object store URL: s3://bucket/prefix for S3 (see the s3_ settings), "
+		    "file:///path or a plain path for a local directory store"),
 	OPT(cache_dir, CFG_STRING, .def = "/var/cache/zerofs-fuse",
 	    .help = "local directory for the index database and the disk cache"),
 	OPT(password_file, CFG_STRING, .def = NULL,
@@ -49,7 +50,8 @@ const struct cfg_opt cfg_opts[] = {
 	    .help = "memory cache of decoded blocks"),
 	OPT(dirty_limit, CFG_SIZE, .def = "256M", .min = 16 * MIB, .max = 64 * GIB,
 	    .help = "bytes written but not yet behind a barrier before writers wait for one"),
-	OPT(threads, CFG_INT, .def = "4", .min = 1, .max = 256, .help = "FUSE worker threads"),
+	OPT(threads, CFG_INT, .def = "0", .min = 0, .max = 256,
+	    .help = "FUSE worker threads; 0 means one per online CPU (at least 2)"),
 	OPT(compress, CFG_BOOL, .def = "true",
 	    .help = "compress extents with lz4 before encryption; incompressible ones are "
 		    "stored raw"),
@@ -61,6 +63,53 @@ const struct cfg_opt cfg_opts[] = {
 		    "min is weak and for tests only"),
 	OPT(log_level, CFG_STRING, .def = "info", .choices = log_level_choices,
 	    .help = "least important messages logged"),
+	OPT(nbd_listen, CFG_STRING, .def = "127.0.0.1:10809", .empty_ok = 1,
+	    .help = "HOST:PORT where the NBD server exports the files of the mount's .nbd/ "
+		    "directory; empty turns TCP off; if the default address is taken (another "
+		    "mount) the mount goes on without it"),
+	OPT(nbd_socket, CFG_STRING, .def = NULL, .empty_ok = 1,
+	    .help = "path of a Unix socket where the NBD server also listens; unset means none"),
+	OPT(nbd_threads, CFG_INT, .def = "4", .min = 1, .max = 64,
+	    .help = "NBD requests served in parallel on each connection"),
+	OPT(store_timeout_ms, CFG_INT, .def = "60000", .min = 1000, .max = 86400000,
+	    .help = "milliseconds a store request may keep failing (retried with backoff) "
+		    "before the operation fails with EIO"),
+	OPT(store_parallel, CFG_INT, .def = "4", .min = 1, .max = 64,
+	    .help = "segments uploaded to the store in parallel"),
+	OPT(store_faults, CFG_STRING, .def = NULL,
+	    .help = "for tests: inject store faults as a control file says; the file is re-read "
+		    "at most every 100 ms and holds words separated by spaces, commas or lines: "
+		    "fail=P% (that share of requests fail with EIO, not executed), reset=P% (the "
+		    "request is executed but its answer is lost: EIO), delay=MSms@P% (that share "
+		    "waits MS milliseconds first), outage (every request fails); P may have a "
+		    "fraction, # starts a comment, an empty or missing file means healthy"),
+	OPT(force_takeover, CFG_BOOL, .def = "false",
+	    .help = "take the store's writer lease even when another mount holds it; the other "
+		    "mount is fenced: its next barrier fails with EIO and it writes nothing more"),
+	OPT(s3_endpoint, CFG_STRING, .def = NULL,
+	    .help = "URL of the S3 service for s3:// stores, such as http://127.0.0.1:7480; "
+		    "unset means AWS, https://s3.REGION.amazonaws.com"),
+	OPT(s3_region, CFG_STRING, .def = "us-east-1",
+	    .help = "region that S3 requests are signed for"),
+	OPT(s3_access_key, CFG_STRING, .def = NULL,
+	    .help = "S3 access key id; unset means $AWS_ACCESS_KEY_ID, otherwise "
+		    "~/.aws/credentials (profile $AWS_PROFILE or default)"),
+	OPT(s3_secret_key, CFG_STRING, .def = NULL,
+	    .help = "S3 secret key; keep it in the config file (mode 0600) or use "
+		    "s3_secret_key_file, never the command line"),
+	OPT(s3_secret_key_file, CFG_STRING, .def = NULL,
+	    .help = "file whose first line is the S3 secret key"),
+	OPT(s3_path_style, CFG_BOOL, .def = "false",
+	    .help = "address buckets as ENDPOINT/BUCKET (most self-hosted servers) instead "
+		    "of BUCKET.ENDPOINT-HOST"),
+	OPT(s3_storage_class, CFG_STRING, .def = NULL,
+	    .help = "storage class sent with every upload, such as STANDARD_IA; unset "
+		    "means the bucket's default"),
+	OPT(s3_ca_file, CFG_STRING, .def = NULL,
+	    .help = "PEM file of the certificate authorities trusted for https endpoints; "
+		    "unset means the system's"),
+	OPT(s3_verify_tls, CFG_BOOL, .def = "true",
+	    .help = "verify the certificate and host name of https endpoints"),
 };
 
 const size_t cfg_nopts = ARRAY_SIZE(cfg_opts);
@@ -260,7 +309,7 @@ int cfg_set(struct cfg *c, const char *name, const char *value, char *err, size_
 	}
 	if (!value && o->type == CFG_BOOL)
 		value = "true";
-	if (!value || !*value) {
+	if (!value || (!*value && !(o->type == CFG_STRING && o->empty_ok))) {
 		snprintf(err, errlen, "option '%s' needs a value", name);
 		return -EINVAL;
 	}

@@ -35,6 +35,22 @@ struct cfg {
 	int allow_other;
 	char *kdf;           /* "interactive" or "min" (tests only) */
 	char *log_level;     /* error, warning, info, debug */
+	char *nbd_listen;    /* NBD server TCP address; "" for none */
+	char *nbd_socket;    /* NBD server Unix socket; NULL or "" for none */
+	int64_t nbd_threads; /* NBD workers per connection */
+	int64_t store_timeout_ms; /* how long a store request may keep failing */
+	int64_t store_parallel;   /* segment upload threads */
+	char *store_faults;       /* fault injection control file (tests); NULL: none */
+	int force_takeover;       /* take the writer lease from its holder */
+	char *s3_endpoint;   /* NULL: AWS, https://s3.<region>.amazonaws.com */
+	char *s3_region;
+	char *s3_access_key;
+	char *s3_secret_key;
+	char *s3_secret_key_file;
+	int s3_path_style;
+	char *s3_storage_class;
+	char *s3_ca_file;
+	int s3_verify_tls;
 };
 
 struct cfg_opt {
@@ -46,6 +62,7 @@ struct cfg_opt {
 	const char *help; /* one sentence, for --help, the sample config and man */
 	const char *const *choices; /* CFG_STRING: the allowed values, NULL-ended;
 				     * NULL allows any text */
+	int empty_ok; /* CFG_STRING: "" is a valid value (it turns the feature off) */
 };
 
 extern const struct cfg_opt cfg_opts[];

@@ -12,7 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -22,6 +26,7 @@
 #include "fs/fs.h"
 #include "fuse/zfuse.h"
 #include "log.h"
+#include "nbd/nbds.h"
 
 struct cli {
 	struct cfg cfg;
@@ -36,8 +41,17 @@ static void usage(FILE *f)
 	fprintf(f, "Usage:\n"
 		   "  zerofs-fuse [mount] [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n"
 		   "  zerofs-fuse mkfs [-c CONFIG] [-o OPTIONS]\n"
+		   "  zerofs-fuse change-password [-c CONFIG] [-o OPTIONS]\n"
+		   "  zerofs-fuse flush MOUNTPOINT\n"
+		   "  zerofs-fuse stats MOUNTPOINT\n"
 		   "\n"
-		   "Mounts an object store as a POSIX filesystem; mkfs makes a new one.\n"
+		   "mount: mount an object store as a POSIX filesystem (the default).\n"
+		   "mkfs: make a new filesystem in an empty store.\n"
+		   "change-password: re-wrap the data key under a new password (from\n"
+		   "  $ZEROFS_NEW_PASSWORD or the terminal); data is not rewritten.\n"
+		   "flush: run a barrier on a mounted filesystem: everything written\n"
+		   "  before it is in the store when it returns 0.\n"
+		   "stats: print the statistics of a mounted filesystem.\n"
 		   "\n"
 		   "  -f           stay in the foreground\n"
 		   "  -d           debug: foreground, FUSE requests logged\n"
@@ -265,6 +279,42 @@ static void daemon_ready(int fd, int status)
 	}
 }
 
+/* The NBD server over the mount's .nbd/ directory.  An explicitly set
+ * nbd_listen that cannot be bound fails the mount; the default one, busy
+ * with another mount's server, only costs this mount its TCP listener. */
+static struct nbds *start_nbd(const struct cfg *cfg, struct fs *fs, struct zfuse *zf)
+{
+	const struct cfg_opt *def = cfg_find("nbd_listen");
+	struct nbds_conf nc = {
+		.listen = cfg->nbd_listen,
+		.listen_optional = def && def->def && cfg->nbd_listen &&
+				   strcmp(cfg->nbd_listen, def->def) == 0,
+		.socket = cfg->nbd_socket,
+		.threads = (int)cfg->nbd_threads,
+		.invalidate = zfuse_invalidate,
+		.invalidate_arg = zf,
+	};
+	return nbds_start(fs, &nc);
+}
+
+/* Tell systemd (Type=notify) how the service stands, if it asked: one
+ * datagram to $NOTIFY_SOCKET, as sd_notify(3) sends without libsystemd. */
+static void notify_systemd(const char *state)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (!path || !*path || strlen(path) >= sizeof(sa.sun_path))
+		return;
+	size_t n = strlen(path);
+	memcpy(sa.sun_path, path, n);
+	if (sa.sun_path[0] == '@')
+		sa.sun_path[0] = 0; /* abstract namespace */
+	CLEANUP_CLOSE int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+			     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n)) < 0)
+		log_warn("cannot notify systemd at %s: %m", path);
+}
+
 static int cmd_mount(struct cli *c)
 {
 	log_init("zerofs-fuse", 0, log_level_of(c->cfg.log_level));
@@ -284,6 +334,15 @@ static int cmd_mount(struct cli *c)
 		zfuse_free(zf);
 		return 1;
 	}
+	/* Before the first thread: the signal thread of zfuse_mount takes them. */
+	zfuse_block_signals();
+	/* Loop devices on files of this mount write through this daemon: when
+	 * the kernel reclaims memory by writing their dirty pages, the daemon's
+	 * own allocations must not wait for that reclaim (every thread started
+	 * from here on inherits the flag). */
+	if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) < 0)
+		log_info("cannot mark the daemon PR_SET_IO_FLUSHER (needs CAP_SYS_RESOURCE); loop "
+			 "devices on this mount risk a memory-reclaim deadlock: %m");
 	struct fs *fs = fs_open(&c->cfg, pw, 1);
 	wipe_free(pw);
 	if (!fs) {
@@ -291,7 +350,8 @@ static int cmd_mount(struct cli *c)
 		daemon_ready(report, 1);
 		return 1;
 	}
-	if (zfuse_mount(zf, fs, c->mountpoint) < 0) {
+	struct nbds *nbd = NULL;
+	if (zfuse_mount(zf, fs, c->mountpoint) < 0 || !(nbd = start_nbd(&c->cfg, fs, zf))) {
 		zfuse_free(zf);
 		fs_close(fs);
 		daemon_ready(report, 1);
@@ -302,7 +362,11 @@ static int cmd_mount(struct cli *c)
 		daemon_ready(report, 0);
 		log_init("zerofs-fuse", 1, log_level_of(c->cfg.log_level));
 	}
+	notify_systemd("READY=1\nSTATUS=mounted");
 	int rc = zfuse_loop(zf, &c->cfg);
+	notify_systemd("STOPPING=1\nSTATUS=running the last barrier");
+	/* Before fs_close: in-flight NBD requests still need the fs. */
+	nbds_stop(nbd);
 	zfuse_free(zf);
 	int crc = fs_close(fs);
 	if (crc == 0)
@@ -321,6 +385,84 @@ static int cmd_mkfs(struct cli *c)
 	return rc < 0 ? 1 : 0;
 }
 
+static int cmd_change_password(struct cli *c)
+{
+	log_init("zerofs-fuse", 0, log_level_of(c->cfg.log_level));
+	char *old = get_password(&c->cfg, 0);
+	if (!old)
+		return 1;
+	char *new = NULL;
+	if (getenv("ZEROFS_NEW_PASSWORD")) {
+		new = strdup(getenv("ZEROFS_NEW_PASSWORD"));
+	} else {
+		new = prompt("New password");
+		CLEANUP_FREE char *again = new ? prompt("New password again") : NULL;
+		if (new && (!again || strcmp(again, new) != 0)) {
+			fprintf(stderr, "zerofs-fuse: the new passwords differ\n");
+			wipe_free(new);
+			new = NULL;
+		}
+	}
+	int rc = 1;
+	if (!new || !*new)
+		fprintf(stderr, "zerofs-fuse: no new password (set ZEROFS_NEW_PASSWORD or run on a "
+				"terminal)\n");
+	else
+		rc = fs_change_password(&c->cfg, old, new) < 0;
+	wipe_free(old);
+	wipe_free(new);
+	return rc;
+}
+
+static int cmd_flush(struct cli *c)
+{
+	CLEANUP_CLOSE int fd = open(c->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "zerofs-fuse: %s: %s\n", c->mountpoint, strerror(errno));
+		return 1;
+	}
+	/* fsync of a directory is a barrier of the whole filesystem. */
+	if (fsync(fd) < 0) {
+		fprintf(stderr, "zerofs-fuse: flush of %s failed: %s\n", c->mountpoint,
+			strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int cmd_stats(struct cli *c)
+{
+	char path[4096], buf[4096];
+	snprintf(path, sizeof(path), "%s/.zerofs-stats", c->mountpoint);
+	/* Read to the end: the file's size is not known before it is read. */
+	CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		fprintf(stderr, "zerofs-fuse: %s is not a mounted zerofs-fuse filesystem (%s)\n",
+			c->mountpoint, strerror(errno));
+		return 1;
+	}
+	ssize_t n;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		fwrite(buf, 1, (size_t)n, stdout);
+	if (n < 0) {
+		fprintf(stderr, "zerofs-fuse: reading %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+static const struct command {
+	const char *name;
+	int (*run)(struct cli *c);
+	int wants_mountpoint;
+} commands[] = {
+	{"mount", cmd_mount, 1},
+	{"mkfs", cmd_mkfs, 0},
+	{"change-password", cmd_change_password, 0},
+	{"flush", cmd_flush, 1},
+	{"stats", cmd_stats, 1},
+};
+
 int cli_main(int argc, char **argv)
 {
 	struct cli c = {0};
@@ -328,16 +470,17 @@ int cli_main(int argc, char **argv)
 		fprintf(stderr, "zerofs-fuse: out of memory\n");
 		return 1;
 	}
-	const char *cmd = "mount";
-	if (argc > 1 && (strcmp(argv[1], "mount") == 0 || strcmp(argv[1], "mkfs") == 0)) {
-		cmd = argv[1];
-		argv++;
-		argc--;
-	}
-	int is_mount = strcmp(cmd, "mount") == 0;
-	int rc = parse_args(&c, argc, argv, is_mount);
+	const struct command *cmd = &commands[0];
+	for (size_t i = 0; argc > 1 && i < ARRAY_SIZE(commands); i++)
+		if (strcmp(argv[1], commands[i].name) == 0) {
+			cmd = &commands[i];
+			argv++;
+			argc--;
+			break;
+		}
+	int rc = parse_args(&c, argc, argv, cmd->wants_mountpoint);
 	if (rc == 0)
-		rc = is_mount ? cmd_mount(&c) : cmd_mkfs(&c);
+		rc = cmd->run(&c);
 	else
 		rc = rc > 0 ? 0 : 1;
 	free(c.fuse_opts);

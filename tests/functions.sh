@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # tests/functions.sh: helpers shared by the shell tests (source it with
 # "source ./tests/functions.sh" or from $srcdir).  Modelled on nbdkit's
 # tests/functions.sh.
@@ -14,6 +15,7 @@
 #   zerofs_umount MNT        clean unmount; fails if the daemon exits non-zero
 #   zerofs_kill9 MNT         simulate a crash: kill -9 and lazy unmount
 #
+# With ZEROFS_CONFIG set, mkfs and the daemon also get -c "$ZEROFS_CONFIG".
 # The daemon runs with ZEROFS_PASSWORD=testpw and -o kdf=min,log_level=debug;
 # its log goes to MNT.log, printed when something goes wrong.
 
@@ -150,7 +152,8 @@ _alive()
 zerofs_mkfs()
 {
 	local store="$1" cache="$2" opts="${3:-}"
-	"$ZEROFS" mkfs -o "store=$store,cache_dir=$cache,$ZEROFS_TEST_OPTS${opts:+,$opts}" ||
+	"$ZEROFS" mkfs ${ZEROFS_CONFIG:+-c "$ZEROFS_CONFIG"} \
+		-o "store=$store,cache_dir=$cache,$ZEROFS_TEST_OPTS${opts:+,$opts}" ||
 		fail "zerofs-fuse mkfs of $store failed"
 }
 
@@ -176,7 +179,8 @@ zerofs_mount()
 		cleanup_fn _zerofs_cleanup
 		_zerofs_cleanup_registered=1
 	fi
-	"$ZEROFS" -f -o "store=$store,cache_dir=$cache,$ZEROFS_TEST_OPTS${opts:+,$opts}" \
+	"$ZEROFS" -f ${ZEROFS_CONFIG:+-c "$ZEROFS_CONFIG"} \
+		-o "store=$store,cache_dir=$cache,$ZEROFS_TEST_OPTS${opts:+,$opts}" \
 		"$mnt" >>"$log" 2>&1 &
 	pid=$!
 	_zerofs_pid[$key]=$pid
@@ -238,7 +242,32 @@ zerofs_kill9()
 	pid="${_zerofs_pid[$key]:-}"
 	[ -n "$pid" ] || fail "zerofs_kill9: $mnt was not mounted by zerofs_mount"
 	kill -9 "$pid"
-	wait "$pid" 2>/dev/null || true
+	# Reap the daemon.  Its status is ignored: it was killed on purpose, so
+	# it is always 137 (128 + SIGKILL).
+	if ! wait "$pid" 2>/dev/null; then
+		:
+	fi
 	unset "_zerofs_pid[$key]"
-	fusermount3 -uz "$mnt" 2>/dev/null || true
+	# Detach the now dead mount.  A failure is ignored: the kernel may have
+	# dropped the mount already when the daemon died, and a later mount on
+	# this mountpoint fails loudly if it is still busy.
+	if ! fusermount3 -uz "$mnt" 2>/dev/null; then
+		:
+	fi
+}
+
+# zerofs_term MNT: stop the daemon as systemd would (SIGTERM); it must unmount,
+# run its last barrier and exit 0.
+zerofs_term()
+{
+	local mnt="$1" key
+
+	key=$(_zerofs_key "$mnt")
+	[ -n "${_zerofs_pid[$key]:-}" ] || fail "zerofs_term: $mnt was not mounted by zerofs_mount"
+	kill -TERM "${_zerofs_pid[$key]}"
+	_zerofs_wait "$key"
+	[ "$_zerofs_status" -eq 0 ] ||
+		fail "zerofs-fuse exited with status $_zerofs_status after SIGTERM"
+	mountpoint -q "$mnt" && fail "$mnt is still mounted after SIGTERM"
+	return 0
 }

@@ -21,7 +21,7 @@ expect_fail()
 	if out=$("$@" 2>&1); then
 		fail "'$*' succeeded; expected an error matching '$pattern'"
 	fi
-	echo "$out" | grep -qiE "$pattern" || fail "'$*' said '$out'; expected '$pattern'"
+	grep -qiE "$pattern" <<<"$out" || fail "'$*' said '$out'; expected '$pattern'"
 	echo "ok: $pattern"
 }
 

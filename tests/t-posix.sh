@@ -126,6 +126,13 @@ stat -f -c %S "$M" | grep -qx 4096 || fail "statfs block size"
 "$FSPROBE" unlinked "$M/gone"
 [ ! -e "$M/gone" ] || fail "unlinked file reappeared"
 
+# O_TRUNC opens (shell redirections) truncate.
+head -c 200000 /dev/urandom >"$M/otrunc"
+echo short >"$M/otrunc"
+assert_eq 6 "$(stat -c %s "$M/otrunc")" "size after an O_TRUNC open"
+head -c 100000 /dev/urandom >"$M/emptied"
+: >"$M/emptied"
+
 # Everything again after a clean remount.
 listing() { (cd "$M" && find . -printf '%p %y %m %s %U %G %n %T@\n' | sort); }
 listing >"$t/before"
@@ -134,6 +141,8 @@ zerofs_mount "$t/store" "$t/cache" "$M"
 listing >"$t/after"
 diff "$t/before" "$t/after" || fail "the tree differs after a remount"
 cmp "$t/rand" "$M/rand" || fail "content after remount"
+assert_eq short "$(cat "$M/otrunc")" "O_TRUNC then write, after remount"
+assert_eq 0 "$(stat -c %s "$M/emptied")" "O_TRUNC to empty, after remount"
 cmp "$t/fa" <(head -c 500000 "$M/fa") || fail "fallocated file after remount"
 assert_eq middle "$(dd if="$M/sparse" bs=1 skip=$((1 << 39)) count=6 status=none)"
 zerofs_umount "$M"

@@ -22,6 +22,7 @@
 #include "data/data.h"
 #include "fs/fs.h"
 #include "journal/journal.h"
+#include "journal/lease.h"
 #include "log.h"
 #include "store/store.h"
 
@@ -45,6 +46,7 @@ struct fs {
 	struct idx *ix;
 	struct data *d;
 	struct jnl *j;
+	struct lease *lease; /* the store's writer lease (journal/lease.h) */
 	struct ref *refs[REF_BUCKETS];
 	uint64_t reads, writes, read_bytes, write_bytes, syncs;
 	int kernel_times; /* the kernel keeps mtime/ctime of written files */
@@ -206,11 +208,13 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct idx_inode *a, int to_se
 			return -EISDIR;
 		if (!S_ISREG(in.mode))
 			return -EINVAL;
-		/* Before the size drops, a crash-consistent order: data first. */
 		rc = resize(fs, &in, a->size);
 		if (rc < 0)
 			return rc;
-		in.mtime = t;
+		/* Under the writeback cache the kernel keeps a written file's
+		 * times and sends them itself (see fs_set_kernel_times). */
+		if (!fs->kernel_times)
+			in.mtime = t;
 	}
 	if (to_set & FS_SET_MODE)
 		in.mode = (in.mode & S_IFMT) | (a->mode & 07777);
@@ -226,7 +230,10 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct idx_inode *a, int to_se
 		in.mtime = a->mtime;
 	if (to_set & FS_SET_MTIME_NOW)
 		in.mtime = t;
-	in.ctime = (to_set & FS_SET_CTIME) ? a->ctime : t;
+	if (to_set & FS_SET_CTIME)
+		in.ctime = a->ctime;
+	else if (!(fs->kernel_times && to_set == FS_SET_SIZE))
+		in.ctime = t;
 	rc = idx_inode_update(fs->ix, &in);
 	if (rc == 0)
 		*out = in;
@@ -938,7 +945,7 @@ int fs_mkfs(const struct cfg *cfg, const char *password)
 	int rc = seal_init();
 	if (rc < 0)
 		return rc;
-	struct store *st = store_open(cfg->store, 1);
+	struct store *st = store_open_cfg(cfg, 1);
 	if (!st)
 		return -errno;
 	uint64_t size;
@@ -955,6 +962,37 @@ int fs_mkfs(const struct cfg *cfg, const char *password)
 	} else if (rc == 1) {
 		rc = mkfs_store(st, cfg, password);
 	}
+	store_close(st);
+	return rc;
+}
+
+int fs_change_password(const struct cfg *cfg, const char *old, const char *new)
+{
+	int rc = seal_init();
+	if (rc < 0)
+		return rc;
+	struct store *st = store_open_cfg(cfg, 0);
+	if (!st)
+		return -errno;
+	CLEANUP_FREE void *blob = NULL;
+	size_t len;
+	uint8_t out[SEAL_KEYFILE_BYTES];
+	struct seal_kdf kdf;
+	kdf_from_cfg(cfg, &kdf);
+	rc = store_get_all(st, "zerofs.key", &blob, &len);
+	if (rc == -ENOENT)
+		log_error("%s holds no zerofs-fuse filesystem", st->url);
+	if (rc == 0) {
+		rc = seal_keyfile_rewrap(blob, len, old, strlen(old), new, strlen(new), kdf, out);
+		if (rc == -EACCES)
+			log_error("wrong password for the store at %s", st->url);
+	}
+	/* One atomic replacement of the key object: a crash leaves the old or
+	 * the new password working, never neither. */
+	if (rc == 0)
+		rc = store_put(st, "zerofs.key", out, sizeof(out), 0);
+	if (rc == 0)
+		log_info("the password of %s was changed", st->url);
 	store_close(st);
 	return rc;
 }
@@ -1033,6 +1071,7 @@ static void fs_free(struct fs *fs)
 	data_free(fs->d);
 	if (fs->ix)
 		idx_close(fs->ix);
+	lease_free(fs->lease);
 	store_close(fs->st);
 	if (fs->lock_fd >= 0)
 		close(fs->lock_fd);
@@ -1087,7 +1126,7 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		return NULL;
 	fs->lock_fd = -1;
 	pthread_mutex_init(&fs->lock, NULL);
-	fs->st = store_open(cfg->store, 1);
+	fs->st = store_open_cfg(cfg, 1);
 	if (!fs->st) {
 		rc = -errno;
 		goto fail;
@@ -1109,6 +1148,18 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 	rc = lock_cache(fs);
 	if (rc < 0)
 		goto fail;
+	/* The writer lease, before anything is read for writing: a second
+	 * writer is refused here, and a fenced one can write nothing more
+	 * through the guard store. */
+	rc = lease_take(fs->st, cfg->force_takeover, &fs->lease);
+	if (rc < 0)
+		goto fail;
+	struct store *guard = lease_guard(fs->lease, fs->st);
+	if (!guard) {
+		rc = -errno;
+		goto fail;
+	}
+	fs->st = guard;
 	char db[4200];
 	snprintf(db, sizeof(db), "%s/index.db", fs->cache_path);
 	uint64_t seq, ckpt;
@@ -1127,10 +1178,12 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		.cache_size = (uint64_t)cfg->cache_size,
 		.dirty_limit = (uint64_t)cfg->dirty_limit,
 		.compress = cfg->compress,
-		.upload_threads = 4,
-		.store_wait_ms = 60000,
+		.upload_threads = (int)cfg->store_parallel,
+		.store_wait_ms = (uint64_t)cfg->store_timeout_ms,
 	};
 	rc = start_epoch(fs, &dp.epoch);
+	if (rc == 0)
+		rc = lease_set_epoch(fs->lease, dp.epoch);
 	if (rc < 0)
 		goto fail;
 	fs->d = data_new(fs->st, &fs->key, fs->ix, &fs->lock, &dp);
@@ -1141,6 +1194,7 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 	struct jnl_params jp = {
 		.checkpoint_interval = (uint64_t)cfg->checkpoint_interval,
 		.barrier_interval_ms = (uint64_t)cfg->barrier_interval_ms,
+		.lease = fs->lease,
 	};
 	fs->j = jnl_new(fs->st, &fs->key, fs->ix, fs->d, &fs->lock, &jp, seq, ckpt);
 	if (!fs->j) {
@@ -1176,6 +1230,7 @@ int fs_close(struct fs *fs)
 			  "lost",
 			  strerror(-rc));
 	}
+	/* fs_free releases the writer lease, once the uploaders have stopped. */
 	fs_free(fs);
 	return rc;
 }
@@ -1190,10 +1245,13 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out)
 {
 	struct data_stats ds;
 	struct jnl_stats js;
+	memset(out, 0, sizeof(*out));
 	jnl_get_stats(fs->j, &js);
+	store_get_counters(fs->st, &out->store);
 	LOCK_GUARD(&fs->lock);
 	data_get_stats(fs->d, &ds);
-	memset(out, 0, sizeof(*out));
+	idx_inode_count(fs->ix, &out->inodes);
+	idx_live_bytes(fs->ix, &out->live_bytes);
 	out->reads = fs->reads;
 	out->writes = fs->writes;
 	out->read_bytes = fs->read_bytes;
@@ -1202,11 +1260,62 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out)
 	out->barriers = js.barriers;
 	out->barriers_failed = js.failed;
 	out->barrier_last_ns = js.last_ns;
+	out->barrier_p50_us = js.p50_us;
+	out->barrier_p90_us = js.p90_us;
+	out->barrier_p99_us = js.p99_us;
 	out->log_seq = js.seq;
 	out->dirty_bytes = ds.dirty_bytes;
 	out->pending_bytes = ds.pending_bytes;
 	out->segments_stored = ds.segments_stored;
-	out->store_errors = ds.store_errors;
+	out->upload_errors = ds.store_errors;
 	out->cache_hits = ds.cache_hits;
 	out->cache_misses = ds.cache_misses;
+}
+
+char *fs_stats_text(struct fs *fs)
+{
+	struct fs_stats s;
+	fs_get_stats(fs, &s);
+	const struct {
+		const char *name;
+		uint64_t v;
+	} rows[] = {
+		{"reads", s.reads},
+		{"writes", s.writes},
+		{"read_bytes", s.read_bytes},
+		{"write_bytes", s.write_bytes},
+		{"fsyncs", s.syncs},
+		{"barriers", s.barriers},
+		{"barriers_failed", s.barriers_failed},
+		{"barrier_last_us", s.barrier_last_ns / 1000},
+		{"barrier_p50_us", s.barrier_p50_us},
+		{"barrier_p90_us", s.barrier_p90_us},
+		{"barrier_p99_us", s.barrier_p99_us},
+		{"index_log_seq", s.log_seq},
+		{"dirty_bytes", s.dirty_bytes},
+		{"pending_upload_bytes", s.pending_bytes},
+		{"segments_stored", s.segments_stored},
+		{"upload_errors", s.upload_errors},
+		{"cache_hits", s.cache_hits},
+		{"cache_misses", s.cache_misses},
+		{"inodes", s.inodes},
+		{"live_bytes", s.live_bytes},
+		{"store_gets", s.store.gets},
+		{"store_puts", s.store.puts},
+		{"store_deletes", s.store.dels},
+		{"store_lists", s.store.lists},
+		{"store_heads", s.store.stats},
+		{"store_errors", s.store.errors},
+		{"store_retries", s.store.retries},
+		{"store_bytes_in", s.store.bytes_in},
+		{"store_bytes_out", s.store.bytes_out},
+	};
+	size_t cap = ARRAY_SIZE(rows) * 48 + 1, len = 0;
+	char *out = malloc(cap);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < ARRAY_SIZE(rows); i++)
+		len += (size_t)snprintf(out + len, cap - len, "%s %" PRIu64 "\n", rows[i].name,
+					rows[i].v);
+	return out;
 }

@@ -22,6 +22,7 @@
 
 #include "cfg.h"
 #include "index/idx.h"
+#include "store/store.h"
 
 struct fs;
 
@@ -46,6 +47,10 @@ struct fs_ctx {
 /* Create a new filesystem in the store named by cfg (fails with -EEXIST if
  * the store already holds one).  0 or -errno with a message logged. */
 int fs_mkfs(const struct cfg *cfg, const char *password);
+
+/* Re-wrap the data key of the store named by cfg under a new password (the
+ * data is not rewritten).  -EACCES when the old password is wrong. */
+int fs_change_password(const struct cfg *cfg, const char *old, const char *new);
 
 /* Open (recover) the filesystem for a read-write mount.  When the store is
  * empty and create_missing is set, make the filesystem first.  NULL with
@@ -111,9 +116,14 @@ void fs_set_kernel_times(struct fs *fs, int on);
 struct fs_stats {
 	uint64_t reads, writes, read_bytes, write_bytes, syncs;
 	uint64_t barriers, barriers_failed, barrier_last_ns, log_seq;
-	uint64_t dirty_bytes, pending_bytes, segments_stored, store_errors;
+	uint64_t barrier_p50_us, barrier_p90_us, barrier_p99_us;
+	uint64_t dirty_bytes, pending_bytes, segments_stored, upload_errors;
 	uint64_t cache_hits, cache_misses;
+	uint64_t inodes, live_bytes;
+	struct store_counters store;
 };
 void fs_get_stats(struct fs *fs, struct fs_stats *out);
+/* The statistics as text, one "name value" line each (malloc'd). */
+char *fs_stats_text(struct fs *fs);
 
 #endif

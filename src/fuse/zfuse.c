@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "common/util.h"
 #include "fuse/zfuse.h"
@@ -24,11 +27,18 @@
 #define ATTR_TIMEOUT 60.0
 #define MAX_IO (1u << 20)
 
+/* The statistics file in the root directory: not in the index, never
+ * listed, read-only, its text taken at open. */
+#define STATS_NAME ".zerofs-stats"
+#define STATS_INO ((fuse_ino_t)0xfffffffffffff000ULL)
+
 struct zfuse {
 	struct fs *fs;
 	struct fuse_session *se;
 	char *mountpoint;
 	int mounted;
+	pthread_t sig_thread;
+	int sig_running;
 };
 
 static struct fs *get_fs(fuse_req_t req)
@@ -103,9 +113,26 @@ static void zf_init(void *userdata, struct fuse_conn_info *conn)
 	conn->time_gran = 1;
 }
 
+static void stats_attr(struct idx_inode *in)
+{
+	memset(in, 0, sizeof(*in));
+	in->ino = STATS_INO;
+	in->mode = S_IFREG | 0444;
+	in->nlink = 1;
+	in->mtime = in->ctime = in->atime = (int64_t)util_wall_ns();
+}
+
 static void zf_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct idx_inode in;
+	if (parent == FUSE_ROOT_ID && strcmp(name, STATS_NAME) == 0) {
+		stats_attr(&in);
+		struct fuse_entry_param e;
+		to_entry(&in, &e);
+		e.attr_timeout = e.entry_timeout = 0;
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	int rc = fs_lookup(get_fs(req), parent, name, &in);
 	if (rc == -ENOENT) {
 		/* Negative entry: the kernel may remember the name is absent. */
@@ -132,7 +159,11 @@ static void zf_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 static void zf_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct idx_inode in;
-	int rc = fs_getattr(get_fs(req), ino, &in);
+	int rc = 0;
+	if (ino == STATS_INO)
+		stats_attr(&in);
+	else
+		rc = fs_getattr(get_fs(req), ino, &in);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -237,19 +268,42 @@ static void zf_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 	fuse_reply_err(req, -fs_rename(get_fs(req), parent, name, newparent, newname, flags));
 }
 
+static void open_stats(fuse_req_t req, struct fuse_file_info *fi)
+{
+	if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	char *text = fs_stats_text(get_fs(req));
+	if (!text) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)text;
+	fi->direct_io = 1; /* its size is not known before it is read */
+	fuse_reply_open(req, fi);
+}
+
 static void zf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (ino == STATS_INO) {
+		open_stats(req, fi);
+		return;
+	}
 	struct idx_inode in;
 	int rc = fs_getattr(get_fs(req), ino, &in);
+	if (rc == 0 && S_ISDIR(in.mode))
+		rc = -EISDIR;
+	/* libfuse negotiates atomic O_TRUNC: the truncation is ours to do. */
+	if (rc == 0 && (fi->flags & O_TRUNC) && S_ISREG(in.mode) && in.size) {
+		struct idx_inode zero = {.size = 0};
+		rc = fs_setattr(get_fs(req), ino, &zero, FS_SET_SIZE, &in);
+	}
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	if (S_ISDIR(in.mode)) {
-		fuse_reply_err(req, EISDIR);
-		return;
-	}
-	fi->keep_cache = 1;
+	fi->keep_cache = !(fi->flags & O_TRUNC);
 	fuse_reply_open(req, fi);
 }
 
@@ -300,6 +354,13 @@ static void zf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	size = MIN(size, (size_t)MAX_IO);
+	if (ino == STATS_INO) {
+		const char *text = (const char *)(uintptr_t)fi->fh;
+		size_t len = strlen(text);
+		size_t from = (size_t)MIN((uint64_t)off, (uint64_t)len);
+		fuse_reply_buf(req, text + from, MIN(size, len - from));
+		return;
+	}
 	ssize_t n = fs_read(get_fs(req), ino, (uint64_t)off, size, io_buf);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
@@ -325,6 +386,8 @@ static void zf_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 static void zf_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (ino == STATS_INO)
+		free((void *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -604,20 +667,82 @@ struct zfuse *zfuse_new(const struct cfg *cfg, const char *extra_opts, int debug
 	return zf;
 }
 
+static void stop_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGTERM);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGHUP);
+}
+
+void zfuse_block_signals(void)
+{
+	sigset_t set;
+	stop_signals(&set);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* Unmount as fusermount3 -u would; lazily when lazy is set.  0 or -errno. */
+static int unmount_path(const char *mnt, int lazy)
+{
+	if (geteuid() == 0)
+		return umount2(mnt, lazy ? MNT_DETACH : 0) < 0 ? -errno : 0;
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		execlp("fusermount3", "fusermount3", lazy ? "-uz" : "-u", "--", mnt, (char *)NULL);
+		_exit(127);
+	}
+	int status;
+	if (waitpid(pid, &status, 0) < 0)
+		return -errno;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EBUSY;
+}
+
+/* SIGTERM, SIGINT, SIGHUP: unmount while the workers still serve requests,
+ * so the kernel first hands over every dirty page, then the loop ends and
+ * the last barrier runs.  A busy mount is detached lazily instead, which
+ * loses what the kernel still holds for it: said in the log. */
+static void *signal_main(void *arg)
+{
+	struct zfuse *zf = arg;
+	sigset_t set;
+	int sig;
+	stop_signals(&set);
+	if (sigwait(&set, &sig) != 0)
+		return NULL;
+	log_info("signal %d: unmounting %s", sig, zf->mountpoint);
+	int rc = unmount_path(zf->mountpoint, 0);
+	if (rc < 0) {
+		log_warn("cannot unmount %s (%s): detaching it lazily; writes the kernel still "
+			 "caches for it are lost",
+			 zf->mountpoint, strerror(-rc));
+		unmount_path(zf->mountpoint, 1);
+		fuse_session_exit(zf->se);
+	}
+	return NULL;
+}
+
 int zfuse_mount(struct zfuse *zf, struct fs *fs, const char *mountpoint)
 {
 	zf->fs = fs;
 	zf->mountpoint = strdup(mountpoint);
 	if (!zf->mountpoint)
 		return -ENOMEM;
-	if (fuse_set_signal_handlers(zf->se) < 0)
-		return -EIO;
 	if (fuse_session_mount(zf->se, mountpoint) < 0) {
 		log_error("cannot mount on %s (see the message above; is /dev/fuse there?)",
 			  mountpoint);
 		return -EIO;
 	}
 	zf->mounted = 1;
+	int err = pthread_create(&zf->sig_thread, NULL, signal_main, zf);
+	if (err) {
+		errno = err;
+		log_error("cannot start the signal thread: %m");
+		return -err;
+	}
+	zf->sig_running = 1;
 	return 0;
 }
 
@@ -641,14 +766,31 @@ int zfuse_loop(struct zfuse *zf, const struct cfg *cfg)
 	return rc < 0 ? rc : 0;
 }
 
+void zfuse_invalidate(void *arg, uint64_t ino, uint64_t off, uint64_t len)
+{
+	struct zfuse *zf = arg;
+	if (!zf->se || off > INT64_MAX || len > INT64_MAX)
+		return;
+	int rc = fuse_lowlevel_notify_inval_inode(zf->se, ino, (off_t)off, (off_t)len);
+	/* -ENOENT: the kernel holds no such inode, so nothing is cached. */
+	if (rc < 0 && rc != -ENOENT)
+		log_debug("cannot invalidate the kernel's cache of inode %" PRIu64 ": %s", ino,
+			  strerror(-rc));
+}
+
 void zfuse_free(struct zfuse *zf)
 {
 	if (!zf)
 		return;
+	if (zf->sig_running) {
+		/* sigwait is a cancellation point: a thread still waiting there
+		 * (the mount went away by fusermount3 -u) ends here. */
+		pthread_cancel(zf->sig_thread);
+		pthread_join(zf->sig_thread, NULL);
+	}
 	if (zf->se) {
 		if (zf->mounted)
 			fuse_session_unmount(zf->se);
-		fuse_remove_signal_handlers(zf->se);
 		fuse_session_destroy(zf->se);
 	}
 	free(zf->mountpoint);

@@ -11,6 +11,7 @@
 
 #include "common/util.h"
 #include "journal/journal.h"
+#include "journal/lease.h"
 #include "log.h"
 
 struct pending_log {
@@ -345,6 +346,16 @@ static int barrier(struct jnl *j)
 	if (rc < 0)
 		return rc;
 
+	/* Fencing: before index objects are written, check that no other mount
+	 * has taken the writer lease from us (journal/lease.h). */
+	pthread_mutex_lock(&j->m);
+	int writes = j->pending != NULL || image != NULL;
+	pthread_mutex_unlock(&j->m);
+	if (j->p.lease && writes) {
+		rc = lease_check(j->p.lease);
+		if (rc < 0)
+			return rc;
+	}
 	rc = store_pending(j);
 	if (rc < 0)
 		return rc;
@@ -380,6 +391,10 @@ int jnl_sync(struct jnl *j)
 		j->last_rc = rc;
 		j->stats.barriers++;
 		j->stats.last_ns = dt;
+		int b = 0;
+		while (b < JNL_LAT_BUCKETS - 1 && (1ULL << b) * 1000 <= dt)
+			b++;
+		j->stats.lat_hist[b]++;
 		if (rc == 0)
 			j->ok = n;
 		else
@@ -478,10 +493,29 @@ int jnl_mark_clean(struct jnl *j, int clean)
 	return idx_local_set(j->ix, "clean_seq", clean ? v : NULL);
 }
 
+/* Upper bound (us) of the bucket holding the q-th quantile (q in 1/1000). */
+static uint64_t quantile(const struct jnl_stats *s, unsigned q)
+{
+	uint64_t total = 0, seen = 0;
+	for (int i = 0; i < JNL_LAT_BUCKETS; i++)
+		total += s->lat_hist[i];
+	if (!total)
+		return 0;
+	for (int i = 0; i < JNL_LAT_BUCKETS; i++) {
+		seen += s->lat_hist[i];
+		if (seen * 1000 >= total * q)
+			return 1ULL << i;
+	}
+	return 1ULL << (JNL_LAT_BUCKETS - 1);
+}
+
 void jnl_get_stats(struct jnl *j, struct jnl_stats *out)
 {
 	pthread_mutex_lock(&j->m);
 	*out = j->stats;
 	out->seq = j->seq;
 	pthread_mutex_unlock(&j->m);
+	out->p50_us = quantile(out, 500);
+	out->p90_us = quantile(out, 900);
+	out->p99_us = quantile(out, 990);
 }

@@ -39,10 +39,12 @@
 #include "store/store.h"
 
 struct jnl;
+struct lease;
 
 struct jnl_params {
 	uint64_t checkpoint_interval; /* logs between checkpoints */
 	uint64_t barrier_interval_ms; /* periodic barrier; 0: none */
+	struct lease *lease; /* checked before index objects are written; NULL: none */
 };
 
 /* Store the first checkpoint (seq 0) of a new filesystem from ix. */
@@ -71,11 +73,16 @@ int jnl_sync(struct jnl *j);
  * barrier of an unmount), or as dirty (at mount).  Caller holds the fs lock. */
 int jnl_mark_clean(struct jnl *j, int clean);
 
+#define JNL_LAT_BUCKETS 40
+
 struct jnl_stats {
 	uint64_t barriers;
 	uint64_t failed;
 	uint64_t seq;
 	uint64_t last_ns; /* duration of the last barrier */
+	/* Barrier durations: bucket i counts those under 2^i microseconds. */
+	uint64_t lat_hist[JNL_LAT_BUCKETS];
+	uint64_t p50_us, p90_us, p99_us; /* upper bounds, from the histogram */
 };
 void jnl_get_stats(struct jnl *j, struct jnl_stats *out);
 

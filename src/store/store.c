@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "cfg.h"
 #include "log.h"
 
 /* "file://" URLs name a local path; an authority other than empty or
@@ -19,7 +20,7 @@ static const char *file_url_path(const char *url)
 	return NULL;
 }
 
-struct store *store_open(const char *url, int create)
+static struct store *open_url(const char *url, const struct cfg *cfg, int create)
 {
 	const char *sep = strstr(url, "://");
 	const char *path;
@@ -42,12 +43,34 @@ struct store *store_open(const char *url, int create)
 		return store_dir_open(path, create);
 	}
 	if (strncmp(url, "s3://", strlen("s3://")) == 0) {
-		log_error("store URL %s: the s3 backend is not available in this build", url);
-		errno = EPROTONOSUPPORT;
+		if (cfg)
+			return store_s3_open(url, cfg);
+		log_error("store URL %s: an s3 store is opened with its settings "
+			  "(store_open_cfg)", url);
+		errno = EINVAL;
 		return NULL;
 	}
 	log_error("store URL %s: unknown scheme %.*s (expected file:// or s3://, or a path)", url,
 		  (int)(sep - url), url);
 	errno = EINVAL;
 	return NULL;
+}
+
+struct store *store_open(const char *url, int create)
+{
+	return open_url(url, NULL, create);
+}
+
+struct store *store_open_cfg(const struct cfg *cfg, int create)
+{
+	if (!cfg->store) {
+		log_error("no store URL is configured");
+		errno = EINVAL;
+		return NULL;
+	}
+	struct store *st = open_url(cfg->store, cfg, create);
+
+	if (st && cfg->store_faults && *cfg->store_faults)
+		return store_fault_open(st, cfg->store_faults);
+	return st;
 }

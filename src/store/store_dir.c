@@ -10,6 +10,11 @@
  * the old or the new object, never a partial one, and a put that returned 0
  * survives a crash.
  *
+ * Conditional puts (the lease) compare etags: an object's etag is a hash of
+ * its content.  Check and replace run under an exclusive flock(2) of
+ * "<root>/.tmp/.cond.lock", which orders them against other threads and
+ * other processes using the same directory.
+ *
  * All calls are *at() relative to a descriptor of the root held open for the
  * store's life; there is no other shared state, so every op is thread-safe. */
 #ifndef _GNU_SOURCE
@@ -21,9 +26,12 @@
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+
+#include <sodium.h>
 
 #include "common/util.h"
 #include "log.h"
@@ -439,6 +447,61 @@ static int dir_list(struct store *st, const char *prefix, store_list_cb cb, void
 	return r;
 }
 
+/* The etag of an object's content: 16 bytes of BLAKE2b, in hex. */
+static void content_etag(const void *data, size_t len, char etag[STORE_ETAG_MAX])
+{
+	unsigned char h[16];
+
+	crypto_generichash(h, sizeof(h), data, len, NULL, 0);
+	sodium_bin2hex(etag, STORE_ETAG_MAX, h, sizeof(h));
+}
+
+static int dir_get_etag(struct store *st, const char *key, void **data, size_t *len,
+			char etag[])
+{
+	int r = dir_get_all(st, key, data, len);
+
+	if (r == 0)
+		content_etag(*data, *len, etag);
+	return r;
+}
+
+/* Is key's current etag want?  0 yes, -EEXIST no, -ENOENT absent, -errno. */
+static int etag_matches(struct store *st, const char *key, const char *want)
+{
+	CLEANUP_FREE void *cur = NULL;
+	char etag[STORE_ETAG_MAX];
+	size_t len;
+	int r = dir_get_etag(st, key, &cur, &len, etag);
+
+	if (r < 0)
+		return r;
+	return strcmp(etag, want) == 0 ? 0 : -EEXIST;
+}
+
+static int dir_put_cond(struct store *st, const char *key, const void *data, size_t len,
+			const char *if_match, char etag[])
+{
+	struct store_dir *d = to_dir(st);
+	CLEANUP_CLOSE int lockfd = -1;
+	int r;
+
+	if (!key_valid(key))
+		return -EINVAL;
+	lockfd = openat(d->tmpfd, ".cond.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX) < 0)
+		return dir_err(st, "lock for", key, errno);
+	if (if_match) {
+		r = etag_matches(st, key, if_match);
+		if (r < 0)
+			return r;
+	}
+	r = dir_put(st, key, data, len, if_match ? 0 : STORE_PUT_IF_ABSENT);
+	if (r == 0)
+		content_etag(data, len, etag);
+	return r;
+}
+
 static void dir_close(struct store *st)
 {
 	struct store_dir *d = to_dir(st);
@@ -457,6 +520,8 @@ static const struct store_ops dir_ops = {
 	.del = dir_del,
 	.list = dir_list,
 	.stat = dir_stat,
+	.put_cond = dir_put_cond,
+	.get_etag = dir_get_etag,
 	.close = dir_close,
 };
 

@@ -97,7 +97,7 @@ Test(cfg, defaults)
 	cr_assert_eq(c.segment_size, 8 * MIB);
 	cr_assert_eq(c.cache_size, 256 * MIB);
 	cr_assert_eq(c.dirty_limit, 256 * MIB);
-	cr_assert_eq(c.threads, 4);
+	cr_assert_eq(c.threads, 0);
 	cr_assert_eq(c.compress, 1);
 	cr_assert_eq(c.allow_other, 0);
 	cr_assert_str_eq(c.kdf, "interactive");
@@ -132,15 +132,15 @@ Test(cfg, set_int)
 
 Test(cfg, int_errors)
 {
-	cr_assert_eq(cfg_set(&c, "threads", "0", err, sizeof(err)), -EINVAL);
-	cr_assert(strstr(err, "threads") && strstr(err, "out of range 1 to 256"), "%s", err);
+	cr_assert_eq(cfg_set(&c, "threads", "-1", err, sizeof(err)), -EINVAL);
+	cr_assert(strstr(err, "threads") && strstr(err, "out of range 0 to 256"), "%s", err);
 	cr_assert_eq(cfg_set(&c, "threads", "257", err, sizeof(err)), -EINVAL);
 	cr_assert_eq(cfg_set(&c, "threads", "4x", err, sizeof(err)), -EINVAL);
 	cr_assert(strstr(err, "not an integer"), "%s", err);
 	cr_assert_eq(cfg_set(&c, "threads", "99999999999999999999", err, sizeof(err)), -EINVAL);
 	cr_assert_eq(cfg_set(&c, "barrier_interval_ms", "99", err, sizeof(err)), -EINVAL);
 	cr_assert_eq(cfg_set(&c, "threads", "", err, sizeof(err)), -EINVAL);
-	cr_assert_eq(c.threads, 4, "a rejected value must not change the setting");
+	cr_assert_eq(c.threads, 0, "a rejected value must not change the setting");
 }
 
 Test(cfg, parse_size)
@@ -268,7 +268,7 @@ Test(cfg, parse_opts_error)
 {
 	char *rest = (char *)"unchanged";
 
-	cr_assert_eq(cfg_parse_opts(&c, "ro,threads=0,rw", &rest, err, sizeof(err)), -EINVAL);
+	cr_assert_eq(cfg_parse_opts(&c, "ro,threads=-1,rw", &rest, err, sizeof(err)), -EINVAL);
 	cr_assert_null(rest);
 	cr_assert(strstr(err, "threads"), "%s", err);
 	cr_assert_eq(cfg_parse_opts(&c, "segment_size", &rest, err, sizeof(err)), -EINVAL);

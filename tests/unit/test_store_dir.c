@@ -383,8 +383,8 @@ Test(store_dir, open_by_url)
 	store_close(s2);
 
 	errno = 0;
-	cr_assert_null(store_open("s3://bucket/prefix", 1));
-	cr_assert_eq(errno, EPROTONOSUPPORT);
+	cr_assert_null(store_open("s3://bucket/prefix", 1)); /* s3 needs store_open_cfg */
+	cr_assert_eq(errno, EINVAL);
 	errno = 0;
 	cr_assert_null(store_open("ftp://host/x", 1));
 	cr_assert_eq(errno, EINVAL);
