@@ -14,10 +14,14 @@ mnt=/mnt/zerofs
 
 cd "$(dirname "$0")"
 tests/deps.sh
+# Build out of tree in build/, as tests/run-all does (automake refuses an
+# out-of-tree build once the source directory is configured in place).
+if [ -f config.status ]; then
+	make distclean
+fi
 autoreconf -fi
-./configure
-make -j2
-make install
+mkdir -p build
+(cd build && ../configure && make -j"$(nproc)" && make install)
 
 mkdir -p "$store" "$cache" "$mnt"
 if mountpoint -q "$mnt"; then
