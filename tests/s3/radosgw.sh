@@ -34,7 +34,11 @@ bounded() {
 }
 
 pids() {
-	cat "$D"/run/*.pid 2>/dev/null || true
+	# No pid files means no daemons: an empty answer, not an error.
+	for f in "$D"/run/*.pid; do
+		[ -f "$f" ] && cat "$f"
+	done
+	return 0
 }
 
 running() {
@@ -160,13 +164,14 @@ stop_daemons() {
 	p=$(pids)
 	[ -n "$p" ] || return 0
 	# shellcheck disable=SC2086 # one word per pid
-	kill $p 2>/dev/null || true
+	# A daemon may have exited already: the loop below checks each one.
+	if ! kill $p 2>/dev/null; then :; fi
 	i=0
 	for pid in $p; do
 		while kill -0 "$pid" 2>/dev/null; do
 			i=$((i + 1))
 			if [ $i -gt 100 ]; then
-				kill -9 "$pid" 2>/dev/null || true
+				if ! kill -9 "$pid" 2>/dev/null; then :; fi
 				break
 			fi
 			sleep 0.1
