@@ -47,11 +47,11 @@ struct seg {
 };
 
 #define DIRTY_BUCKETS 4096
-#define RUN_MAX 16     /* frames fetched in one ranged read */
-#define RA_SLOTS 16    /* read-ahead tasks queued; ranged reads in flight */
-#define RA_RUNS 4      /* runs read ahead of a sequential reader */
+#define RUN_MAX 32     /* frames fetched in one ranged read (2 MiB) */
+#define RA_SLOTS 32    /* read-ahead tasks queued; ranged reads in flight */
+#define RA_RUNS 6      /* runs read ahead of a sequential reader */
 #define RA_STREAMS 64  /* sequential readers tracked */
-#define RA_THREADS 2
+#define RA_THREADS 6 /* mostly waiting on the store */
 
 struct ra_task {
 	uint64_t ino, blk;
@@ -433,21 +433,20 @@ static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e
 	return 0;
 }
 
+/* The frames of one ranged read: extents of one segment within a window
+ * of bytes [lo, hi) no larger than the read buffer.  Frames of a file
+ * written sequentially lie close together but not always in block order
+ * (the kernel writes back in parallel), so the window may hold a few frames
+ * that are not wanted: they cost bytes, not requests. */
 struct run {
 	struct idx_extent e[RUN_MAX];
 	int n;
+	uint64_t lo, hi;
 };
 
-/* Extents of one ranged read: adjacent blocks whose frames follow each other
- * in one segment. */
-static int run_add(void *arg, const struct idx_extent *e)
+static int run_collect(void *arg, const struct idx_extent *e)
 {
 	struct run *r = arg;
-	if (r->n > 0) {
-		const struct idx_extent *p = &r->e[r->n - 1];
-		if (e->blk != p->blk + 1 || e->seg != p->seg || e->off != p->off + p->len)
-			return 1;
-	}
 	r->e[r->n++] = *e;
 	return r->n == RUN_MAX;
 }
@@ -471,11 +470,10 @@ static int load_run(struct data *d, uint64_t ino, struct run *r)
 	for (int i = 0; i < RA_SLOTS && slot < 0; i++)
 		if (!d->infl[i].used)
 			slot = i;
-	uint64_t off = r->e[0].off;
-	size_t len = (size_t)(r->e[r->n - 1].off + r->e[r->n - 1].len - off);
+	uint64_t off = r->lo;
+	size_t len = (size_t)(r->hi - r->lo);
 	if (slot >= 0)
-		d->infl[slot] = (struct inflight){r->e[0].seg, r->e[0].off,
-						  (uint32_t)(off + len), 1};
+		d->infl[slot] = (struct inflight){r->e[0].seg, (uint32_t)r->lo, (uint32_t)r->hi, 1};
 	char key[64];
 	seg_key(key, sizeof(key), r->e[0].seg);
 
@@ -498,7 +496,7 @@ static int load_run(struct data *d, uint64_t ino, struct run *r)
 			/* Only the frame asked for decides the result. */
 			if (i == 0)
 				rc = drc;
-			break;
+			continue;
 		}
 		bcache_put(d->cache, r->e[i].seg, r->e[i].off, tls_block, r->e[i].plen);
 	}
@@ -511,24 +509,36 @@ static int load_run(struct data *d, uint64_t ino, struct run *r)
 	return rc;
 }
 
-/* The run that starts with extent first: the adjacent frames after it that
- * are neither cached nor in memory. */
+/* The run of extent first: it, and the other extents of its chunk (an
+ * aligned group of RUN_MAX blocks, the unit of the read-ahead) in the same
+ * segment that are neither cached nor being read, as long as the window
+ * stays within the read buffer. */
 static int build_run(struct data *d, uint64_t ino, const struct idx_extent *first,
 		     struct run *r)
 {
-	r->n = 0;
-	int rc = idx_extent_range(d->ix, ino, first->blk, first->blk + RUN_MAX, run_add, r);
+	struct run all = {.n = 0};
+	uint64_t chunk_end = (first->blk / RUN_MAX + 1) * RUN_MAX;
+	int rc = idx_extent_range(d->ix, ino, first->blk, chunk_end, run_collect, &all);
 	if (rc < 0)
 		return rc;
-	if (r->n == 0 || r->e[0].seg != first->seg || r->e[0].off != first->off) {
-		r->e[0] = *first;
-		r->n = 1;
+	const uint64_t cap = frame_cap() * RUN_MAX;
+	r->e[0] = *first;
+	r->n = 1;
+	r->lo = first->off;
+	r->hi = (uint64_t)first->off + first->len;
+	for (int i = 0; i < all.n; i++) {
+		const struct idx_extent *e = &all.e[i];
+		if (e->blk == first->blk || e->seg != first->seg ||
+		    bcache_has(d->cache, e->seg, e->off) || in_flight(d, e->seg, e->off))
+			continue;
+		uint64_t lo = MIN(r->lo, (uint64_t)e->off);
+		uint64_t hi = MAX(r->hi, (uint64_t)e->off + e->len);
+		if (hi - lo > cap)
+			continue;
+		r->e[r->n++] = *e;
+		r->lo = lo;
+		r->hi = hi;
 	}
-	int n = 1;
-	while (n < r->n && !bcache_has(d->cache, r->e[n].seg, r->e[n].off) &&
-	       !in_flight(d, r->e[n].seg, r->e[n].off))
-		n++;
-	r->n = n;
 	return 0;
 }
 
@@ -557,13 +567,13 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk)
 {
 	struct ra_stream *s = &d->streams[ino % RA_STREAMS];
 	if (s->ino != ino || (blk != s->last + 1 && blk != s->last)) {
-		*s = (struct ra_stream){.ino = ino, .last = blk, .next = blk + 1};
+		*s = (struct ra_stream){.ino = ino, .last = blk, .next = 0};
 		return;
 	}
 	s->last = blk;
 	uint64_t horizon = blk + (uint64_t)RUN_MAX * RA_RUNS;
 	if (s->next <= blk)
-		s->next = blk + 1;
+		s->next = (blk / RUN_MAX + 1) * RUN_MAX; /* the next aligned chunk */
 	while (s->next < horizon) {
 		ra_queue(d, ino, s->next);
 		s->next += RUN_MAX;
@@ -585,10 +595,9 @@ static void ra_fetch(struct data *d, uint64_t ino, uint64_t blk)
 		struct run r;
 		if (build_run(d, ino, &e, &r) < 0)
 			return;
-		if (r.e[r.n - 1].blk >= end)
-			r.n = (int)(end - r.e[0].blk);
+		/* The loop goes on from e's block: what the run took is cached
+		 * by then and skipped quickly. */
 		load_run(d, ino, &r);
-		blk = r.e[r.n - 1].blk + 1;
 	}
 }
 
