@@ -71,6 +71,10 @@ const struct cfg_opt cfg_opts[] = {
 	    .help = "path of a Unix socket where the NBD server also listens; unset means none"),
 	OPT(nbd_threads, CFG_INT, .def = "4", .min = 1, .max = 64,
 	    .help = "NBD requests served in parallel on each connection"),
+	OPT(stats_listen, CFG_STRING, .def = NULL, .empty_ok = 1,
+	    .help = "HOST:PORT where the statistics are served as Prometheus text at "
+		    "/metrics, such as 127.0.0.1:9580; unset or empty means none; anyone who "
+		    "can connect may read them, so keep it on localhost"),
 	OPT(store_timeout_ms, CFG_INT, .def = "60000", .min = 1000, .max = 86400000,
 	    .help = "milliseconds a store request may keep failing (retried with backoff) "
 		    "before the operation fails with EIO"),
@@ -670,6 +674,51 @@ void cfg_print_man(FILE *f)
 
 		fprintf(f, ".TP\n.B %s = \\fI%s\\fR\n", o->name, value_name(o));
 		help_text(text, sizeof(text), o, dash);
+		roff_escape(roff, sizeof(roff), text);
+		print_wrapped(f, 0, "", roff);
+	}
+}
+
+/* A default as written in a libconfig file: 5000, "8M", true; or "unset". */
+static void man_conf_value(char *buf, size_t len, const struct cfg_opt *o)
+{
+	if (!o->def)
+		snprintf(buf, len, "unset");
+	else if (o->type == CFG_INT || o->type == CFG_BOOL)
+		snprintf(buf, len, "%s", o->def);
+	else
+		snprintf(buf, len, "\"%s\"", o->def);
+}
+
+void cfg_print_conf_man(FILE *f)
+{
+	static const char dash[] = { MAN_DASH, '\0' };
+	char lo[32], hi[32], list[128], def[160], text[1024], roff[2048];
+
+	for (size_t i = 0; i < cfg_nopts; i++) {
+		const struct cfg_opt *o = &cfg_opts[i];
+		int n;
+
+		fprintf(f, ".TP\n.B %s\n", o->name);
+		/* The help is a sentence without its capital and full stop. */
+		snprintf(text, sizeof(text), "%s.", o->help);
+		text[0] = (char)toupper((unsigned char)text[0]);
+		roff_escape(roff, sizeof(roff), text);
+		print_wrapped(f, 0, "", roff);
+
+		fprintf(f, "Type: %s.\n", type_name(o));
+		man_conf_value(def, sizeof(def), o);
+		n = snprintf(text, sizeof(text), "Default: %s", def);
+		if (o->type == CFG_INT || o->type == CFG_SIZE) {
+			fmt_bound(lo, sizeof(lo), o, o->min);
+			fmt_bound(hi, sizeof(hi), o, o->max);
+			n += snprintf(text + n, sizeof(text) - (size_t)n, "; range %s%s%s", lo,
+				      dash, hi);
+		} else if (o->choices) {
+			fmt_choices(list, sizeof(list), o, ", ");
+			n += snprintf(text + n, sizeof(text) - (size_t)n, "; one of: %s", list);
+		}
+		snprintf(text + n, sizeof(text) - (size_t)n, ".");
 		roff_escape(roff, sizeof(roff), text);
 		print_wrapped(f, 0, "", roff);
 	}

@@ -38,6 +38,7 @@ struct cfg {
 	char *nbd_listen;    /* NBD server TCP address; "" for none */
 	char *nbd_socket;    /* NBD server Unix socket; NULL or "" for none */
 	int64_t nbd_threads; /* NBD workers per connection */
+	char *stats_listen;  /* Prometheus /metrics TCP address; NULL or "" for none */
 	int64_t store_timeout_ms; /* how long a store request may keep failing */
 	int64_t store_parallel;   /* segment upload threads */
 	char *store_faults;       /* fault injection control file (tests); NULL: none */
@@ -97,5 +98,8 @@ int cfg_parse_size(const char *s, int64_t *out);
 void cfg_print_help(FILE *f);   /* indented "  -o name=VALUE  help (default: x)" lines */
 void cfg_print_sample(FILE *f); /* a commented libconfig file with every key */
 void cfg_print_man(FILE *f);    /* man(7) .TP entries for every option */
+/* man(7) .TP entries for zerofs-fuse.conf(5): every setting with its help,
+ * type, default (as written in the file) and range or choices. */
+void cfg_print_conf_man(FILE *f);
 
 #endif

@@ -23,10 +23,12 @@
 #include "cfg.h"
 #include "cli.h"
 #include "common/util.h"
+#include "device.h"
 #include "fs/fs.h"
 #include "fuse/zfuse.h"
 #include "log.h"
 #include "nbd/nbds.h"
+#include "stats_http.h"
 
 struct cli {
 	struct cfg cfg;
@@ -34,6 +36,8 @@ struct cli {
 	const char *mountpoint;
 	int foreground;
 	int debug;
+	int argc; /* the arguments from the command's name on */
+	char **argv;
 };
 
 static void usage(FILE *f)
@@ -44,6 +48,7 @@ static void usage(FILE *f)
 		   "  zerofs-fuse change-password [-c CONFIG] [-o OPTIONS]\n"
 		   "  zerofs-fuse flush MOUNTPOINT\n"
 		   "  zerofs-fuse stats MOUNTPOINT\n"
+		   "  zerofs-fuse device create|list|resize|remove -m MOUNTPOINT [ARGS]\n"
 		   "\n"
 		   "mount: mount an object store as a POSIX filesystem (the default).\n"
 		   "mkfs: make a new filesystem in an empty store.\n"
@@ -52,6 +57,8 @@ static void usage(FILE *f)
 		   "flush: run a barrier on a mounted filesystem: everything written\n"
 		   "  before it is in the store when it returns 0.\n"
 		   "stats: print the statistics of a mounted filesystem.\n"
+		   "device: manage the device files of a mount's .nbd/ directory\n"
+		   "  (\"zerofs-fuse device --help\" tells more).\n"
 		   "\n"
 		   "  -f           stay in the foreground\n"
 		   "  -d           debug: foreground, FUSE requests logged\n"
@@ -351,7 +358,11 @@ static int cmd_mount(struct cli *c)
 		return 1;
 	}
 	struct nbds *nbd = NULL;
-	if (zfuse_mount(zf, fs, c->mountpoint) < 0 || !(nbd = start_nbd(&c->cfg, fs, zf))) {
+	struct stats_http *sh = NULL;
+	if (zfuse_mount(zf, fs, c->mountpoint) < 0 || !(nbd = start_nbd(&c->cfg, fs, zf)) ||
+	    (c->cfg.stats_listen && *c->cfg.stats_listen &&
+	     !(sh = stats_http_start(fs, c->cfg.stats_listen)))) {
+		nbds_stop(nbd);
 		zfuse_free(zf);
 		fs_close(fs);
 		daemon_ready(report, 1);
@@ -365,7 +376,8 @@ static int cmd_mount(struct cli *c)
 	notify_systemd("READY=1\nSTATUS=mounted");
 	int rc = zfuse_loop(zf, &c->cfg);
 	notify_systemd("STOPPING=1\nSTATUS=running the last barrier");
-	/* Before fs_close: in-flight NBD requests still need the fs. */
+	/* Before fs_close: in-flight NBD and stats requests still need the fs. */
+	stats_http_stop(sh);
 	nbds_stop(nbd);
 	zfuse_free(zf);
 	int crc = fs_close(fs);
@@ -451,16 +463,22 @@ static int cmd_stats(struct cli *c)
 	return fflush(stdout) == 0 ? 0 : 1;
 }
 
+static int cmd_device(struct cli *c)
+{
+	return dev_main(c->argc, c->argv);
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(struct cli *c);
-	int wants_mountpoint;
+	int wants_mountpoint; /* -1: run parses c->argc, c->argv itself */
 } commands[] = {
 	{"mount", cmd_mount, 1},
 	{"mkfs", cmd_mkfs, 0},
 	{"change-password", cmd_change_password, 0},
 	{"flush", cmd_flush, 1},
 	{"stats", cmd_stats, 1},
+	{"device", cmd_device, -1},
 };
 
 int cli_main(int argc, char **argv)
@@ -478,7 +496,9 @@ int cli_main(int argc, char **argv)
 			argc--;
 			break;
 		}
-	int rc = parse_args(&c, argc, argv, cmd->wants_mountpoint);
+	c.argc = argc;
+	c.argv = argv;
+	int rc = cmd->wants_mountpoint < 0 ? 0 : parse_args(&c, argc, argv, cmd->wants_mountpoint);
 	if (rc == 0)
 		rc = cmd->run(&c);
 	else

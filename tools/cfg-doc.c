@@ -4,8 +4,11 @@
  *
  *   cfg-doc --help             the -o lines of zerofs-fuse --help
  *   cfg-doc --sample           etc/zerofs-fuse.conf
- *   cfg-doc --man [TEMPLATE]   the OPTIONS entries, or TEMPLATE with its
- *                              @CFG_OPTIONS@ line replaced by them */
+ *   cfg-doc --man [TEMPLATE]   the OPTIONS entries of zerofs-fuse(8), or
+ *                              TEMPLATE with its @CFG_OPTIONS@ line replaced
+ *                              by them
+ *   cfg-doc --conf-man [TEMPLATE]
+ *                              the same for the SETTINGS of zerofs-fuse.conf(5) */
 #include "config.h"
 
 #include <stdio.h>
@@ -15,14 +18,14 @@
 
 #define PLACEHOLDER "@CFG_OPTIONS@"
 
-static int print_man(const char *template)
+static int print_man(const char *template, void (*entries)(FILE *f))
 {
 	char line[4096];
 	FILE *in;
 	int found = 0;
 
 	if (!template) {
-		cfg_print_man(stdout);
+		entries(stdout);
 		return 0;
 	}
 	in = fopen(template, "r");
@@ -32,7 +35,7 @@ static int print_man(const char *template)
 	}
 	while (fgets(line, sizeof(line), in)) {
 		if (strcmp(line, PLACEHOLDER "\n") == 0) {
-			cfg_print_man(stdout);
+			entries(stdout);
 			found = 1;
 		} else {
 			fputs(line, stdout);
@@ -53,9 +56,13 @@ int main(int argc, char **argv)
 	else if (argc == 2 && strcmp(argv[1], "--sample") == 0)
 		cfg_print_sample(stdout);
 	else if ((argc == 2 || argc == 3) && strcmp(argv[1], "--man") == 0)
-		return print_man(argc == 3 ? argv[2] : NULL);
+		return print_man(argc == 3 ? argv[2] : NULL, cfg_print_man);
+	else if ((argc == 2 || argc == 3) && strcmp(argv[1], "--conf-man") == 0)
+		return print_man(argc == 3 ? argv[2] : NULL, cfg_print_conf_man);
 	else {
-		fprintf(stderr, "usage: %s --help | --sample | --man [TEMPLATE]\n", argv[0]);
+		fprintf(stderr,
+			"usage: %s --help | --sample | --man [TEMPLATE] | --conf-man [TEMPLATE]\n",
+			argv[0]);
 		return 2;
 	}
 	return fflush(stdout) == 0 ? 0 : 1;

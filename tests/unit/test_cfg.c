@@ -433,18 +433,34 @@ Test(cfg, committed_sample_is_current)
 		"etc/zerofs-fuse.conf differs from the option table: run make update-docs");
 }
 
-Test(cfg, committed_man_page_is_current)
+/* The committed page must be its template with the @CFG_OPTIONS@ line
+ * replaced by what print generates from the table. */
+static void check_man_page(const char *name, void (*print)(FILE *))
 {
-	CLEANUP_FREE char *template = read_whole(SRCDIR "/man/zerofs-fuse.8.in");
-	CLEANUP_FREE char *have = read_whole(SRCDIR "/man/zerofs-fuse.8");
-	CLEANUP_FREE char *opts = generated(cfg_print_man);
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/man/%s.in", SRCDIR, name);
+	CLEANUP_FREE char *template = read_whole(path);
+	snprintf(path, sizeof(path), "%s/man/%s", SRCDIR, name);
+	CLEANUP_FREE char *have = read_whole(path);
+	CLEANUP_FREE char *opts = generated(print);
 	CLEANUP_FREE char *want = NULL;
 	char *at = strstr(template, "\n@CFG_OPTIONS@\n");
 
-	cr_assert_not_null(at, "man/zerofs-fuse.8.in has no @CFG_OPTIONS@ line");
+	cr_assert_not_null(at, "man/%s.in has no @CFG_OPTIONS@ line", name);
 	at[1] = '\0';
 	cr_assert(asprintf(&want, "%s%s%s", template, opts, at + strlen("\n@CFG_OPTIONS@\n")) > 0);
 	cr_assert_str_eq(have, want,
-			 "man/zerofs-fuse.8 differs from its template and the option table: "
-			 "run make update-docs");
+			 "man/%s differs from its template and the option table: "
+			 "run make update-docs",
+			 name);
+}
+
+Test(cfg, committed_man_page_is_current)
+{
+	check_man_page("zerofs-fuse.8", cfg_print_man);
+}
+
+Test(cfg, committed_conf_man_page_is_current)
+{
+	check_man_page("zerofs-fuse.conf.5", cfg_print_conf_man);
 }
