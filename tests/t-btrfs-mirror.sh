@@ -18,7 +18,7 @@ requires_fuse
 requires losetup mkfs.btrfs btrfs md5sum
 [ -e /dev/loop-control ] || { echo "$0: no loop devices: test skipped"; exit 77; }
 # Kernel modules cannot be loaded here: only a built-in btrfs will do.
-modprobe btrfs 2>/dev/null || true
+if ! { modprobe btrfs 2>/dev/null; }; then :; fi
 if ! grep -qw btrfs /proc/filesystems; then
 	echo "$0: this kernel has no btrfs (built in or loadable): test skipped"
 	exit 77
@@ -33,13 +33,13 @@ OPTS="nbd_listen="
 teardown()
 {
 	local dev
-	umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null || true
+	if ! { umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null; }; then :; fi
 	for dev in $(losetup -l -n -O NAME,BACK-FILE |
 		awk -v t="$t" 'index($2, t) == 1 { print $1 }'); do
-		losetup -d "$dev" 2>/dev/null || true
+		if ! { losetup -d "$dev" 2>/dev/null; }; then :; fi
 	done
 	# Drop btrfs's record of the detached devices.
-	btrfs device scan --forget >/dev/null 2>&1 || true
+	if ! { btrfs device scan --forget >/dev/null 2>&1; }; then :; fi
 }
 
 for i in 1 2; do

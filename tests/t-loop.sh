@@ -33,17 +33,17 @@ OPTS="nbd_listen="
 teardown_inner()
 {
 	local dev
-	umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null || true
+	if ! { umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null; }; then :; fi
 	for dev in $(losetup -j "$M/.nbd/$1" -O NAME -n 2>/dev/null); do
-		losetup -d "$dev" 2>/dev/null || true
+		if ! { losetup -d "$dev" 2>/dev/null; }; then :; fi
 	done
 }
 cleanup_loops()
 {
 	local dev
-	umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null || true
+	if ! { umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null; }; then :; fi
 	for dev in $(losetup -l -n -O NAME,BACK-FILE | awk -v t="$t" 'index($2, t) == 1 { print $1 }'); do
-		losetup -d "$dev" 2>/dev/null || true
+		if ! { losetup -d "$dev" 2>/dev/null; }; then :; fi
 	done
 }
 

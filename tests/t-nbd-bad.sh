@@ -149,7 +149,7 @@ for i in $(seq 1 20); do
 	droppers+=($!)
 done
 for p in "${droppers[@]}"; do
-	wait "$p" || true
+	if ! { wait "$p"; }; then :; fi
 done
 
 # The daemon carries on: nbdinfo, a normal read, FUSE, a clean unmount.
@@ -161,7 +161,7 @@ expect_closed "DISC"
 mkdir -p "$t/mnt2"
 if timeout 60 "$ZEROFS" -f -o "store=$t/store2,cache_dir=$t/cache2,$ZEROFS_TEST_OPTS,nbd_listen=127.0.0.1:$port" \
 	"$t/mnt2" >"$t/mnt2.log" 2>&1; then
-	fusermount3 -u "$t/mnt2" 2>/dev/null || true
+	if ! { fusermount3 -u "$t/mnt2" 2>/dev/null; }; then :; fi
 	fail "a second mount on a taken nbd_listen address succeeded"
 fi
 grep -q "cannot listen on 127.0.0.1:$port" "$t/mnt2.log" || fail "no clear message for a taken address"

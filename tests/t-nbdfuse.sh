@@ -40,14 +40,14 @@ nbdfuse_pid=
 teardown()
 {
 	local dev
-	umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null || true
+	if ! { umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null; }; then :; fi
 	for dev in $(losetup -l -n -O NAME,BACK-FILE |
 		awk -v t="$t" 'index($2, t) == 1 { print $1 }'); do
-		losetup -d "$dev" 2>/dev/null || true
+		if ! { losetup -d "$dev" 2>/dev/null; }; then :; fi
 	done
 	if [ -n "$nbdfuse_pid" ]; then
-		fusermount3 -u "$NF" 2>/dev/null || fusermount3 -uz "$NF" 2>/dev/null || true
-		kill "$nbdfuse_pid" 2>/dev/null || true
+		if ! { fusermount3 -u "$NF" 2>/dev/null || fusermount3 -uz "$NF" 2>/dev/null; }; then :; fi
+		if ! { kill "$nbdfuse_pid" 2>/dev/null; }; then :; fi
 	fi
 }
 cleanup_fn teardown # registered after the mount: runs before its cleanup
