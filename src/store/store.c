@@ -74,3 +74,28 @@ struct store *store_open_cfg(const struct cfg *cfg, int create)
 		return store_fault_open(st, cfg->store_faults);
 	return st;
 }
+
+int store_key_valid(const char *key)
+{
+	size_t len = strlen(key);
+	const char *comp = key;
+
+	if (len == 0 || len > STORE_KEY_MAX)
+		return 0;
+	for (const char *p = key;; p++) {
+		if (*p != '/' && *p != '\0') {
+			if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
+				return 0;
+			continue;
+		}
+		size_t clen = (size_t)(p - comp);
+
+		if (clen == 0 || (clen == 1 && comp[0] == '.') ||
+		    (clen == 2 && comp[0] == '.' && comp[1] == '.'))
+			return 0;
+		if (*p == '\0')
+			return 1;
+		comp = p + 1;
+	}
+}

@@ -109,6 +109,14 @@ static inline void store_get_counters(struct store *st, struct store_counters *o
 	out->bytes_out = __atomic_load_n(&st->n.bytes_out, __ATOMIC_RELAXED);
 }
 
+/* Longest key a store accepts. */
+#define STORE_KEY_MAX 1024
+
+/* 1 when key is a valid key (see above: relative, [A-Za-z0-9._-]
+ * components, none empty, "." or "..", at most STORE_KEY_MAX bytes), else 0.
+ * Every backend applies this one rule, so a store can move between them. */
+int store_key_valid(const char *key);
+
 /* Open the store named by url: "file:///abs/path", "/abs/path" or
  * "relative/path" for the directory backend.  When create is set, a missing
  * directory is created.  Returns NULL with errno set (and logs why). */

@@ -37,7 +37,7 @@
 #include "log.h"
 
 #define TMP_DIR ".tmp"
-#define KEY_MAX 1024
+#define KEY_MAX STORE_KEY_MAX
 /* A temp file this old belongs to a put that crashed, not one in flight. */
 #define TMP_STALE_SECS 3600
 
@@ -76,37 +76,11 @@ static int dir_err(struct store *st, const char *op, const char *key, int err)
 	return -EIO;
 }
 
-static int key_char_ok(char c)
-{
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-	       c == '.' || c == '_' || c == '-' || c == '/';
-}
-
-/* Keys are relative paths of [A-Za-z0-9._-] components; empty, "." and ".."
- * components are refused, and so is our own temp directory. */
+/* The store's key rule, and our own temp directory is no key. */
 static int key_valid(const char *key)
 {
-	size_t len = strlen(key);
-	const char *comp = key;
-
-	if (len == 0 || len > KEY_MAX || strcmp(key, TMP_DIR) == 0 ||
-	    strncmp(key, TMP_DIR "/", strlen(TMP_DIR "/")) == 0)
-		return 0;
-	for (const char *p = key;; p++) {
-		if (*p != '/' && *p != '\0') {
-			if (!key_char_ok(*p))
-				return 0;
-			continue;
-		}
-		size_t clen = (size_t)(p - comp);
-
-		if (clen == 0 || (clen == 1 && comp[0] == '.') ||
-		    (clen == 2 && comp[0] == '.' && comp[1] == '.'))
-			return 0;
-		if (*p == '\0')
-			return 1;
-		comp = p + 1;
-	}
+	return store_key_valid(key) && strcmp(key, TMP_DIR) != 0 &&
+	       strncmp(key, TMP_DIR "/", strlen(TMP_DIR "/")) != 0;
 }
 
 static int fsync_dir_at(int rootfd, const char *dir)

@@ -44,7 +44,7 @@
 #include "store/s3_xml.h"
 #include "store/store.h"
 
-#define KEY_MAX 1024
+#define KEY_MAX STORE_KEY_MAX
 #define URL_MAX 4096
 #define ERROR_BODY_MAX (64 * 1024)
 #define LIST_BODY_MAX (32 * 1024 * 1024)
@@ -124,32 +124,6 @@ static struct store_s3 *to_s3(struct store *st)
 	return (struct store_s3 *)st;
 }
 
-/* Keys are relative paths of [A-Za-z0-9._-] components, none empty, "."
- * or "..": the same rule as the directory store, so that a store can move
- * between backends. */
-static int key_valid(const char *key)
-{
-	size_t len = strlen(key);
-	const char *comp = key;
-
-	if (len == 0 || len > KEY_MAX)
-		return 0;
-	for (const char *p = key;; p++) {
-		if (*p != '/' && *p != '\0') {
-			if (!isalnum((unsigned char)*p) && !strchr("._-", *p))
-				return 0;
-			continue;
-		}
-		size_t clen = (size_t)(p - comp);
-
-		if (clen == 0 || (clen == 1 && comp[0] == '.') ||
-		    (clen == 2 && comp[0] == '.' && comp[1] == '.'))
-			return 0;
-		if (*p == '\0')
-			return 1;
-		comp = p + 1;
-	}
-}
 
 /* ---- connection pool ---- */
 
@@ -658,7 +632,7 @@ static ssize_t s3_get(struct store *st, const char *key, uint64_t off, size_t le
 			    .out_cap = len };
 	int rc;
 
-	if (!key_valid(key))
+	if (!store_key_valid(key))
 		return -EINVAL;
 	if (len == 0)
 		return 0;
@@ -676,7 +650,7 @@ static int s3_get_all(struct store *st, const char *key, void **data, size_t *le
 	};
 	int rc;
 
-	if (!key_valid(key))
+	if (!store_key_valid(key))
 		return -EINVAL;
 	rc = perform(to_s3(st), &r);
 	if (rc < 0) {
@@ -702,7 +676,7 @@ static int s3_put(struct store *st, const char *key, const void *data, size_t le
 			    .body_hash = hash,
 			    .if_none_match = !!(flags & STORE_PUT_IF_ABSENT) };
 
-	if (!key_valid(key))
+	if (!store_key_valid(key))
 		return -EINVAL;
 	s3_sha256_hex(data, len, hash);
 	return perform(to_s3(st), &r);
@@ -722,7 +696,7 @@ static int s3_put_cond(struct store *st, const char *key, const void *data, size
 			    .etag = etag };
 	int rc;
 
-	if (!key_valid(key))
+	if (!store_key_valid(key))
 		return -EINVAL;
 	s3_sha256_hex(data, len, hash);
 	rc = perform(to_s3(st), &r);
@@ -743,7 +717,7 @@ static int s3_get_etag(struct store *st, const char *key, void **data, size_t *l
 			    .etag = etag };
 	int rc;
 
-	if (!key_valid(key))
+	if (!store_key_valid(key))
 		return -EINVAL;
 	rc = perform(to_s3(st), &r);
 	if (rc == 0 && !etag[0]) {
@@ -768,7 +742,7 @@ static int s3_del(struct store *st, const char *key)
 	struct s3_req r = { .method = "DELETE", .key = key, .body_hash = S3_EMPTY_SHA256 };
 	int rc;
 
-	if (!key_valid(key))
+	if (!store_key_valid(key))
 		return -EINVAL;
 	rc = perform(to_s3(st), &r);
 	return rc == -ENOENT ? 0 : rc;
@@ -779,7 +753,7 @@ static int s3_stat(struct store *st, const char *key, uint64_t *size)
 	struct s3_req r = { .method = "HEAD", .key = key, .body_hash = S3_EMPTY_SHA256 };
 	int rc;
 
-	if (!key_valid(key))
+	if (!store_key_valid(key))
 		return -EINVAL;
 	rc = perform(to_s3(st), &r);
 	if (rc < 0)
@@ -924,7 +898,7 @@ static int parse_url(struct store_s3 *s, const char *url)
 	strcpy(s->prefix, p);
 	while (*s->prefix && s->prefix[strlen(s->prefix) - 1] == '/')
 		s->prefix[strlen(s->prefix) - 1] = '\0';
-	if (*s->prefix && !key_valid(s->prefix)) {
+	if (*s->prefix && !store_key_valid(s->prefix)) {
 		log_error("store URL %s: the prefix may hold only A-Z a-z 0-9 . _ - and /", url);
 		return -EINVAL;
 	}
