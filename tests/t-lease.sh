@@ -7,6 +7,9 @@
 # after the takeover is visible to the new writer or to a later mount; a
 # clean unmount releases the lease (the next mount needs no force); a crash
 # leaves a lease that the next mount on the same host takes over by itself.
+# A writer frozen between its lease check and its index log put (a crash
+# point) cannot store that log once another writer has taken over, even
+# after the new writer's checkpoints pruned the logs around it.
 # The S3 half is skipped when the Ceph packages are missing, except under
 # CI=true, where that is a failure.
 set -euo pipefail
@@ -109,6 +112,39 @@ run_kind()
 	[ ! -e "$t/mb/late" ] && [ ! -e "$t/mb/later" ] ||
 		fail "$KIND: a file of the fenced writer is visible to a later mount"
 
+	# A writer frozen after its lease check, its index log on the way (the
+	# crash point freezes it there; its first log is the mount's own).  The
+	# new writer checkpoints and prunes past that sequence number; when the
+	# old one resumes, its log put must find the number taken and fail: its
+	# fsync returns EIO, never a false success.
+	zerofs_umount "$t/mb"
+	ZEROFS_CRASH_AT=barrier.before_log:2:stop zerofs_mount "$store" "$t/cc" "$t/mc" "$OPTS"
+	pc=$(daemon_pid "$t/mc")
+	"$FSPROBE" writesync "$t/mc/frozen" 200000 5 2>"$t/frozen.err" &
+	wp=$!
+	for ((i = 0; i < 300; i++)); do
+		st=$(awk '{ print $3 }' "/proc/$pc/stat")
+		[ "$st" = T ] && break
+		sleep 0.1
+	done
+	[ "$st" = T ] || fail "$KIND: the writer did not stop at barrier.before_log"
+	zerofs_mount "$store" "$t/cd" "$t/md" "$OPTS,force_takeover,checkpoint_interval=1"
+	d1=$("$FSPROBE" writesync "$t/md/d1" 100000 6)
+	d2=$("$FSPROBE" writesync "$t/md/d2" 100000 7)
+	zerofs_umount "$t/md"
+	kill -CONT "$pc"
+	if wait "$wp"; then
+		fail "$KIND: the writer frozen before its log put had its fsync succeed"
+	fi
+	grep -q "was written by another writer" "$t/mc.log" ||
+		fail "$KIND: the frozen writer's log does not say its log was taken"
+	zerofs_kill9 "$t/mc"
+	rm -rf "$t/cb"
+	zerofs_mount "$store" "$t/cb" "$t/mb" "$OPTS"
+	assert_eq "$d1" "$("$FSPROBE" sum "$t/mb/d1")" "$KIND: d1 after the frozen writer resumed"
+	assert_eq "$d2" "$("$FSPROBE" sum "$t/mb/d2")" "$KIND: d2 after the frozen writer resumed"
+	[ ! -e "$t/mb/frozen" ] || fail "$KIND: the frozen writer's file is visible"
+
 	# A crash leaves the lease held by a dead process of this host: the next
 	# mount takes it over by itself.
 	zerofs_kill9 "$t/mb"
@@ -122,7 +158,7 @@ run_kind()
 		END { if (n) printf "  GET: %d checks, mean %d us\n", n, s / n }'
 	grep -ho "lease renewal (PUT If-Match) took [0-9]*" "$t"/m?.log | awk '{ s += $NF; n++ }
 		END { if (n) printf "  PUT: %d renewals, mean %d us\n", n, s / n }'
-	rm -rf "$t/ca" "$t/cb" "$t/cx" "$t"/m?.log
+	rm -rf "$t/ca" "$t/cb" "$t/cc" "$t/cd" "$t/cx" "$t"/m?.log
 	echo "$KIND: done in $(($(date +%s) - t0)) s"
 }
 

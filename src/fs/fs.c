@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include "codec/codec.h"
+#include "common/crashpt.h"
 #include "common/util.h"
 #include "data/data.h"
 #include "fs/fs.h"
@@ -1116,6 +1117,7 @@ static int open_key(struct fs *fs, const struct cfg *cfg, const char *password,
 
 struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missing)
 {
+	crashpt_init();
 	int rc = seal_init();
 	if (rc < 0) {
 		errno = -rc;

@@ -9,14 +9,18 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "common/crashpt.h"
 #include "common/util.h"
 #include "journal/journal.h"
 #include "journal/lease.h"
 #include "log.h"
 
+/* An index log sealed and waiting to be stored.  It is sealed once, so a
+ * retried put sends the same bytes and a 412 can be told apart: our own
+ * earlier attempt (same bytes) or another writer's log (fenced). */
 struct pending_log {
 	uint64_t seq;
-	void *cs;
+	void *obj;
 	size_t len;
 	struct pending_log *next;
 };
@@ -35,6 +39,9 @@ struct jnl {
 	uint64_t started, completed, ok; /* barrier numbers */
 	int running;
 	uint64_t seq, ckpt;             /* newest log taken; newest checkpoint */
+	uint64_t fence_seq;             /* first log of this mount: marked, never pruned */
+	int fence_marked;
+	uint64_t stored;                /* newest log stored */
 	struct pending_log *pending, *pending_tail;
 	int last_rc;
 	struct jnl_stats stats;
@@ -49,25 +56,65 @@ static void meta_key(char *out, size_t n, char kind, uint64_t seq)
 	snprintf(out, n, "meta/%s/%016" PRIx64, kind == 'L' ? "log" : "ckpt", seq);
 }
 
-/* Seal a metadata object (plen u64 | frame) and store it. */
-static int meta_put(struct store *st, const struct seal_key *key, char kind, uint64_t seq,
-		    const void *data, size_t len)
+/* Seal a metadata object: plen u64 | frame.  *obj is malloc'd. */
+static int meta_seal(const struct seal_key *key, char kind, uint64_t seq, const void *data,
+		     size_t len, void **objp, size_t *objlen)
 {
 	size_t cap = 8 + seal_frame_bound(len);
-	CLEANUP_FREE uint8_t *obj = malloc(cap);
+	uint8_t *obj = malloc(cap);
 	if (!obj)
 		return -ENOMEM;
 	uint8_t ad[SEAL_AD_BYTES];
 	seal_ad_meta(ad, kind, seq);
 	put_le64(obj, len);
 	ssize_t n = seal_frame_encode(key, ad, sizeof(ad), data, len, obj + 8, cap - 8, 1);
-	if (n < 0)
+	if (n < 0) {
+		free(obj);
 		return (int)n;
+	}
+	*objp = obj;
+	*objlen = 8 + (size_t)n;
+	return 0;
+}
+
+/* Store a sealed metadata object if its key is free.  Index objects are
+ * never replaced: a key taken by different bytes means another writer has
+ * written this sequence number, and this mount is fenced (-ESTALE).  The
+ * same bytes mean our own earlier attempt whose answer was lost. */
+static int meta_store(struct store *st, char kind, uint64_t seq, const void *obj, size_t len)
+{
 	char name[64];
 	meta_key(name, sizeof(name), kind, seq);
-	int rc = store_put(st, name, obj, 8 + (size_t)n, 0);
+	int rc = store_put(st, name, obj, len, STORE_PUT_IF_ABSENT);
+	if (rc == -EEXIST) {
+		CLEANUP_FREE void *cur = NULL;
+		size_t clen = 0;
+		int rr = store_get_all(st, name, &cur, &clen);
+		if (rr == 0 && clen == len && memcmp(cur, obj, len) == 0)
+			return 0;
+		if (rr < 0 && rr != -ENOENT) {
+			log_error("could not store %s: it exists and cannot be read back: %s", name,
+				  strerror(-rr));
+			return rr;
+		}
+		log_error("%s was written by another writer: this mount has been fenced and "
+			  "writes nothing more",
+			  name);
+		return -ESTALE;
+	}
 	if (rc < 0)
 		log_error("could not store %s: %s", name, strerror(-rc));
+	return rc;
+}
+
+static int meta_put(struct store *st, const struct seal_key *key, char kind, uint64_t seq,
+		    const void *data, size_t len)
+{
+	CLEANUP_FREE void *obj = NULL;
+	size_t olen;
+	int rc = meta_seal(key, kind, seq, data, len, &obj, &olen);
+	if (rc == 0)
+		rc = meta_store(st, kind, seq, obj, olen);
 	return rc;
 }
 
@@ -258,6 +305,26 @@ out:
 
 /* ---- barriers ---- */
 
+/* The first index log of a mount is marked (meta/fence/<seq>) before it is
+ * stored, and prune never deletes a marked log.  A writer that was fenced
+ * while a log of sequence s was on its way (frozen, say, after its lease
+ * check) later finds s taken: either by the new writer's first log, which
+ * stays forever, or by one of its own logs that the new writer recovered.
+ * Without the mark, a checkpoint of the new writer could have pruned s and
+ * let the old writer's put succeed (and its garbage collection delete
+ * segments that only it believes dead).  Markers are a few bytes, one per
+ * mount. */
+static int store_fence_mark(struct jnl *j, uint64_t seq)
+{
+	static const char body[] = "zerofs-fence 1\n";
+	char name[64];
+	snprintf(name, sizeof(name), "meta/fence/%016" PRIx64, seq);
+	int rc = store_put(j->st, name, body, sizeof(body) - 1, 0);
+	if (rc < 0)
+		log_error("could not store %s: %s", name, strerror(-rc));
+	return rc;
+}
+
 static int store_pending(struct jnl *j)
 {
 	for (;;) {
@@ -266,28 +333,47 @@ static int store_pending(struct jnl *j)
 		pthread_mutex_unlock(&j->m);
 		if (!pl)
 			return 0;
-		int rc = meta_put(j->st, &j->key, 'L', pl->seq, pl->cs, pl->len);
+		int rc = 0;
+		if (j->p.lease && pl->seq == j->fence_seq && !j->fence_marked) {
+			rc = store_fence_mark(j, pl->seq);
+			if (rc < 0)
+				return rc;
+			j->fence_marked = 1;
+		}
+		CRASHPT("barrier.before_log");
+		rc = meta_store(j->st, 'L', pl->seq, pl->obj, pl->len);
+		if (rc == -ESTALE && j->p.lease)
+			lease_fence(j->p.lease, "another writer stored an index log in its place");
 		if (rc < 0)
 			return rc;
 		pthread_mutex_lock(&j->m);
 		j->pending = pl->next;
 		if (!j->pending)
 			j->pending_tail = NULL;
+		j->stored = pl->seq;
 		pthread_mutex_unlock(&j->m);
-		free(pl->cs);
+		free(pl->obj);
 		free(pl);
 	}
 }
 
+/* Seal changeset cs (freed here) as the next log and queue it. */
 static int queue_log(struct jnl *j, void *cs, size_t len)
 {
 	struct pending_log *pl = calloc(1, sizeof(*pl));
-	if (!pl)
+	if (!pl) {
+		free(cs);
 		return -ENOMEM;
-	pl->cs = cs;
-	pl->len = len;
+	}
+	pl->seq = j->seq + 1;
+	int rc = meta_seal(&j->key, 'L', pl->seq, cs, len, &pl->obj, &pl->len);
+	free(cs);
+	if (rc < 0) {
+		free(pl);
+		return rc;
+	}
 	pthread_mutex_lock(&j->m);
-	pl->seq = ++j->seq;
+	j->seq = pl->seq;
 	if (j->pending_tail)
 		j->pending_tail->next = pl;
 	else
@@ -297,17 +383,32 @@ static int queue_log(struct jnl *j, void *cs, size_t len)
 	return 0;
 }
 
-/* Delete what checkpoint ckpt replaces.  Failures only leave garbage. */
+static int seq_in(const struct seqlist *l, uint64_t v)
+{
+	return l->n && bsearch(&v, l->v, l->n, sizeof(*l->v), cmp_u64) != NULL;
+}
+
+/* Delete what checkpoint ckpt replaces, except marked logs (see
+ * store_fence_mark).  Failures only leave garbage. */
 static void prune(struct jnl *j, uint64_t ckpt)
 {
-	struct seqlist l = {0};
+	struct seqlist l = {0}, marks = {0};
 	char name[64];
+	int first = 1;
+	if (list_seqs(j->st, "meta/fence/", &marks) < 0)
+		return;
 	if (list_seqs(j->st, "meta/log/", &l) == 0)
 		for (size_t i = 0; i < l.n && l.v[i] <= ckpt; i++) {
+			if (seq_in(&marks, l.v[i]))
+				continue;
 			meta_key(name, sizeof(name), 'L', l.v[i]);
 			store_del(j->st, name);
+			if (first)
+				CRASHPT("ckpt.mid_prune");
+			first = 0;
 		}
 	free(l.v);
+	free(marks.v);
 	memset(&l, 0, sizeof(l));
 	if (list_seqs(j->st, "meta/ckpt/", &l) == 0)
 		for (size_t i = 0; i < l.n && l.v[i] < ckpt; i++) {
@@ -330,11 +431,8 @@ static int barrier(struct jnl *j)
 		void *cs = NULL;
 		size_t len = 0;
 		rc = idx_changeset_take(j->ix, &cs, &len);
-		if (rc == 0 && len > 0) {
+		if (rc == 0 && len > 0)
 			rc = queue_log(j, cs, len);
-			if (rc < 0)
-				free(cs);
-		}
 	}
 	if (rc == 0 && j->seq >= j->ckpt + j->p.checkpoint_interval) {
 		ckseq = j->seq;
@@ -359,11 +457,15 @@ static int barrier(struct jnl *j)
 	rc = store_pending(j);
 	if (rc < 0)
 		return rc;
+	CRASHPT("barrier.after_log");
 	if (image) {
 		rc = meta_put(j->st, &j->key, 'C', ckseq, image, ilen);
+		if (rc == -ESTALE && j->p.lease)
+			lease_fence(j->p.lease, "another writer stored a checkpoint in its place");
 		if (rc < 0)
 			return rc;
 		j->ckpt = ckseq;
+		CRASHPT("ckpt.after_put");
 		prune(j, ckseq);
 	}
 	return 0;
@@ -445,7 +547,9 @@ struct jnl *jnl_new(struct store *st, const struct seal_key *key, struct idx *ix
 	j->fs_lock = fs_lock;
 	j->p = *p;
 	j->seq = seq;
+	j->stored = seq;
 	j->ckpt = ckpt;
+	j->fence_seq = seq + 1;
 	pthread_mutex_init(&j->m, NULL);
 	pthread_cond_init(&j->cond, NULL);
 	pthread_cond_init(&j->timer_cond, NULL);
@@ -477,7 +581,7 @@ void jnl_free(struct jnl *j)
 		n = pl->next;
 		log_error("index log %016" PRIx64 " was never stored: its changes are lost",
 			  pl->seq);
-		free(pl->cs);
+		free(pl->obj);
 		free(pl);
 	}
 	pthread_cond_destroy(&j->cond);

@@ -11,7 +11,9 @@
  *   1. under the fs lock: pack dirty blocks, seal the open segment, take the
  *      index changeset (and, every checkpoint_interval logs, an image);
  *   2. wait until every segment sealed so far is stored;
- *   3. store the changesets not yet stored, in sequence order;
+ *   3. store the changesets not yet stored, in sequence order, each with a
+ *      conditional put (if absent): a sequence number already taken by other
+ *      bytes means another writer took over, and this mount is fenced;
  *   4. store the checkpoint, then delete the logs and checkpoints it
  *      replaces;
  *   5. only then return 0.
@@ -19,6 +21,8 @@
  * the next one, which covers all of them (group commit).  A failed barrier
  * keeps its changeset queued: the next barrier stores it first, so the log
  * never has a gap.  A crash therefore leaves an atomic prefix of barriers.
+ * The first log of each mount is marked (meta/fence/<seq>) and never pruned,
+ * so a fenced writer cannot reuse its sequence number after a checkpoint.
  *
  * Recovery: the newest checkpoint, then the logs after it in order.  The
  * local database is reused only when it was closed cleanly at exactly the

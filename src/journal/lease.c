@@ -390,6 +390,18 @@ static void fence(struct lease *l, const void *data, size_t len)
 	}
 }
 
+void lease_fence(struct lease *l, const char *why)
+{
+	pthread_mutex_lock(&l->m);
+	if (!l->fenced) {
+		l->fenced = 1;
+		log_error("store %s: fenced: %s; this mount writes nothing more and its barriers "
+			  "fail",
+			  l->st->url, why);
+	}
+	pthread_mutex_unlock(&l->m);
+}
+
 int lease_check(struct lease *l)
 {
 	CLEANUP_FREE void *data = NULL;

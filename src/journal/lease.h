@@ -54,6 +54,11 @@ int lease_set_epoch(struct lease *l, uint32_t epoch);
  * the store could not be asked (not fenced: a later check asks again). */
 int lease_check(struct lease *l);
 
+/* Mark this mount fenced (another writer's index object was found where
+ * ours was to go), saying why.  From then on lease_check fails and every
+ * write through the guard store fails. */
+void lease_fence(struct lease *l, const char *why);
+
 /* A store that passes everything to inner (which it owns and closes) but
  * fails writes with -EIO once l is fenced.  NULL with errno set; inner is
  * then still the caller's. */
