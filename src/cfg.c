@@ -87,6 +87,18 @@ const struct cfg_opt cfg_opts[] = {
 		    "request is executed but its answer is lost: EIO), delay=MSms@P% (that share "
 		    "waits MS milliseconds first), outage (every request fails); P may have a "
 		    "fraction, # starts a comment, an empty or missing file means healthy"),
+	OPT(gc_interval_ms, CFG_INT, .def = "60000", .min = 0, .max = 86400000,
+	    .help = "milliseconds between background garbage collection passes, which delete "
+		    "segment objects no file uses and repack sparse ones; 0 turns them off "
+		    "('zerofs-fuse gc' still runs one)"),
+	OPT(gc_repack_live, CFG_INT, .def = "50", .min = 0, .max = 100,
+	    .help = "a segment whose live data is below this percentage of its size is "
+		    "repacked: its live blocks are copied to a new segment and it is deleted; "
+		    "0 never repacks"),
+	OPT(gc_grace_ms, CFG_INT, .def = "120000", .min = 0, .max = 86400000,
+	    .help = "milliseconds a dead segment object is kept after the barrier that "
+		    "dropped it, for reads that looked it up before; keep it above "
+		    "store_timeout_ms"),
 	OPT(force_takeover, CFG_BOOL, .def = "false",
 	    .help = "take the store's writer lease even when another mount holds it; the other "
 		    "mount is fenced: its next barrier fails with EIO and it writes nothing more"),

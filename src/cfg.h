@@ -42,6 +42,9 @@ struct cfg {
 	int64_t store_timeout_ms; /* how long a store request may keep failing */
 	int64_t store_parallel;   /* segment upload threads */
 	char *store_faults;       /* fault injection control file (tests); NULL: none */
+	int64_t gc_interval_ms;   /* background GC passes; 0: none */
+	int64_t gc_repack_live;   /* repack segments below this live percentage */
+	int64_t gc_grace_ms;      /* keep dead segment objects this long */
 	int force_takeover;       /* take the writer lease from its holder */
 	char *s3_endpoint;   /* NULL: AWS, https://s3.<region>.amazonaws.com */
 	char *s3_region;

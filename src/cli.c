@@ -9,6 +9,7 @@
 
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/xattr.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -36,6 +38,7 @@ struct cli {
 	const char *mountpoint;
 	int foreground;
 	int debug;
+	int repair; /* fsck --repair */
 	int argc; /* the arguments from the command's name on */
 	char **argv;
 };
@@ -46,6 +49,9 @@ static void usage(FILE *f)
 		   "  zerofs-fuse [mount] [-f] [-d] [-c CONFIG] [-o OPTIONS] MOUNTPOINT\n"
 		   "  zerofs-fuse mkfs [-c CONFIG] [-o OPTIONS]\n"
 		   "  zerofs-fuse change-password [-c CONFIG] [-o OPTIONS]\n"
+		   "  zerofs-fuse fsck [--repair] [-c CONFIG] [-o OPTIONS]\n"
+		   "  zerofs-fuse scrub [-c CONFIG] [-o OPTIONS]\n"
+		   "  zerofs-fuse gc MOUNTPOINT | gc [-c CONFIG] [-o OPTIONS]\n"
 		   "  zerofs-fuse flush MOUNTPOINT\n"
 		   "  zerofs-fuse stats MOUNTPOINT\n"
 		   "  zerofs-fuse device create|list|resize|remove -m MOUNTPOINT [ARGS]\n"
@@ -54,6 +60,12 @@ static void usage(FILE *f)
 		   "mkfs: make a new filesystem in an empty store.\n"
 		   "change-password: re-wrap the data key under a new password (from\n"
 		   "  $ZEROFS_NEW_PASSWORD or the terminal); data is not rewritten.\n"
+		   "fsck: check the index against the store's objects (store not mounted);\n"
+		   "  --repair deletes orphan objects and fixes counts.\n"
+		   "scrub: read and authenticate every object of the store (not mounted).\n"
+		   "gc: collect garbage now: on a mounted filesystem, or on the store.\n"
+		   "  fsck and scrub exit 0 when clean, 1 when problems are left, 2 when\n"
+		   "  they could not check.\n"
 		   "flush: run a barrier on a mounted filesystem: everything written\n"
 		   "  before it is in the store when it returns 0.\n"
 		   "stats: print the statistics of a mounted filesystem.\n"
@@ -138,7 +150,13 @@ static int parse_args(struct cli *c, int argc, char **argv, int want_mountpoint)
 		return -1;
 	}
 	free(opts);
-	if (want_mountpoint) {
+	if (want_mountpoint == 2) {
+		if (optind < argc - 1) {
+			fprintf(stderr, "zerofs-fuse: too many arguments\n");
+			return -1;
+		}
+		c->mountpoint = optind == argc - 1 ? argv[optind] : NULL;
+	} else if (want_mountpoint) {
 		if (optind != argc - 1) {
 			fprintf(stderr, "zerofs-fuse: %s\n",
 				optind >= argc ? "no mountpoint given" : "too many arguments");
@@ -463,6 +481,115 @@ static int cmd_stats(struct cli *c)
 	return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/* ---- maintenance commands ---- */
+
+struct progress {
+	const char *what;
+	uint64_t last_ns;
+};
+
+/* Progress on a terminal only: one line rewritten at most 10 times a second. */
+static void show_progress(void *arg, uint64_t done, uint64_t total)
+{
+	struct progress *p = arg;
+	uint64_t now = util_now_ns();
+	if (done < total && now - p->last_ns < 100000000ULL)
+		return;
+	p->last_ns = now;
+	fprintf(stderr, "\r%s: %3u%% (%" PRIu64 " of %" PRIu64 ")%s", p->what,
+		total ? (unsigned)(done * 100 / total) : 100, done, total,
+		done >= total ? "\n" : "");
+}
+
+/* Open the store for a maintenance command: no garbage collection thread,
+ * no periodic barrier that would race the command's own.  NULL: exit 2. */
+static struct fs *open_offline(struct cli *c)
+{
+	log_init("zerofs-fuse", 0, log_level_of(c->cfg.log_level));
+	c->cfg.gc_interval_ms = 0;
+	char *pw = get_password(&c->cfg, 0);
+	if (!pw)
+		return NULL;
+	struct fs *fs = fs_open(&c->cfg, pw, 0);
+	wipe_free(pw);
+	if (!fs)
+		fprintf(stderr, "zerofs-fuse: cannot open %s: %s\n", c->cfg.store,
+			strerror(errno));
+	return fs;
+}
+
+static int close_offline(struct fs *fs, int rc)
+{
+	if (fs_close(fs) < 0)
+		return 2;
+	return rc;
+}
+
+static int cmd_fsck(struct cli *c)
+{
+	struct fs *fs = open_offline(c);
+	if (!fs)
+		return 2;
+	struct progress p = {"fsck", 0};
+	int tty = isatty(STDERR_FILENO);
+	int n = fs_fsck(fs, c->repair, stdout, tty ? show_progress : NULL, &p);
+	fflush(stdout);
+	if (n < 0)
+		fprintf(stderr, "zerofs-fuse: fsck could not finish: %s\n", strerror(-n));
+	return close_offline(fs, n < 0 ? 2 : n > 0);
+}
+
+static int cmd_scrub(struct cli *c)
+{
+	struct fs *fs = open_offline(c);
+	if (!fs)
+		return 2;
+	struct progress p = {"scrub", 0};
+	int tty = isatty(STDERR_FILENO);
+	int n = fs_scrub(fs, stdout, tty ? show_progress : NULL, &p);
+	fflush(stdout);
+	if (n < 0)
+		fprintf(stderr, "zerofs-fuse: scrub could not finish: %s\n", strerror(-n));
+	return close_offline(fs, n < 0 ? 2 : n > 0);
+}
+
+static void print_gc(const struct fs_gc_report *r)
+{
+	printf("segments dropped %" PRIu64 "\nobjects deleted %" PRIu64 "\nbytes deleted %" PRIu64
+	       "\nsegments repacked %" PRIu64 "\nblocks moved %" PRIu64 "\norphans deleted %" PRIu64
+	       "\ndeletes waiting %" PRIu64 "\n",
+	       r->dead_segments, r->deleted_objects, r->deleted_bytes + r->orphan_bytes,
+	       r->repacked_segments, r->moved_blocks, r->orphans, r->waiting);
+}
+
+static int cmd_gc(struct cli *c)
+{
+	if (c->mountpoint) {
+		/* A mounted filesystem runs the pass itself (zfuse.c). */
+		if (setxattr(c->mountpoint, "trusted.zerofs.gc", "run", 3, 0) < 0) {
+			fprintf(stderr, "zerofs-fuse: garbage collection on %s failed: %s\n",
+				c->mountpoint,
+				errno == ENOTSUP ? "not a mounted zerofs-fuse filesystem"
+						 : strerror(errno));
+			return 1;
+		}
+		return cmd_stats(c);
+	}
+	struct fs *fs = open_offline(c);
+	if (!fs)
+		return 2;
+	struct fs_gc_report r = {0};
+	int rc = fs_gc(fs, 1, &r);
+	/* A second pass drops what the first one repacked. */
+	if (rc == 0 && r.repacked_segments)
+		rc = fs_gc(fs, 1, &r);
+	print_gc(&r);
+	fflush(stdout);
+	if (rc < 0)
+		fprintf(stderr, "zerofs-fuse: gc failed: %s\n", strerror(-rc));
+	return close_offline(fs, rc < 0);
+}
+
 static int cmd_device(struct cli *c)
 {
 	return dev_main(c->argc, c->argv);
@@ -476,6 +603,9 @@ static const struct command {
 	{"mount", cmd_mount, 1},
 	{"mkfs", cmd_mkfs, 0},
 	{"change-password", cmd_change_password, 0},
+	{"fsck", cmd_fsck, 0},
+	{"scrub", cmd_scrub, 0},
+	{"gc", cmd_gc, 2},
 	{"flush", cmd_flush, 1},
 	{"stats", cmd_stats, 1},
 	{"device", cmd_device, -1},
@@ -495,6 +625,14 @@ int cli_main(int argc, char **argv)
 			argv++;
 			argc--;
 			break;
+		}
+	/* fsck's own flag, taken out before the common options are parsed. */
+	for (int i = 1; cmd->run == cmd_fsck && i < argc; i++)
+		if (strcmp(argv[i], "--repair") == 0) {
+			c.repair = 1;
+			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(*argv));
+			argc--;
+			i--;
 		}
 	c.argc = argc;
 	c.argv = argv;

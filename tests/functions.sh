@@ -241,7 +241,10 @@ zerofs_kill9()
 	key=$(_zerofs_key "$mnt")
 	pid="${_zerofs_pid[$key]:-}"
 	[ -n "$pid" ] || fail "zerofs_kill9: $mnt was not mounted by zerofs_mount"
-	kill -9 "$pid"
+	# A daemon that killed itself at a crash point is only reaped.
+	if _alive "$pid"; then
+		kill -9 "$pid"
+	fi
 	# Reap the daemon.  Its status is ignored: it was killed on purpose, so
 	# it is always 137 (128 + SIGKILL).
 	if ! wait "$pid" 2>/dev/null; then

@@ -1111,3 +1111,97 @@ void data_get_stats(struct data *d, struct data_stats *out)
 	out->store_errors = d->store_errors;
 	bcache_counts(d->cache, &out->cache_hits, &out->cache_misses);
 }
+
+/* ---- garbage collection and checks ---- */
+
+int data_seg_busy(struct data *d, uint64_t seg)
+{
+	return seg_in_memory(d, seg) != NULL;
+}
+
+int data_relocate(struct data *d, uint64_t ino, const struct idx_extent *e, const void *plain)
+{
+	struct idx_extent cur;
+	if (dirty_find(d, ino, e->blk))
+		return 0; /* being rewritten: the old frame dies at the next pack */
+	int rc = idx_extent_get(d->ix, ino, e->blk, &cur);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (cur.seg != e->seg || cur.frame != e->frame)
+		return 0; /* rewritten or punched since the caller looked */
+	rc = pack_block(d, ino, e->blk, plain, e->plen);
+	return rc < 0 ? rc : 1;
+}
+
+int data_parse_segment(const struct seal_key *key, uint64_t seg, uint8_t *obj,
+		       size_t len, struct data_frame **framesp, uint32_t *np)
+{
+	char name[64];
+	seg_key(name, sizeof(name), seg);
+	if (len < DATA_FOOTER_BYTES || memcmp(obj + len - DATA_FOOTER_BYTES, "ZSEG", 4) != 0) {
+		log_error("object %s: no segment footer (truncated or not a segment)", name);
+		return -EUCLEAN;
+	}
+	const uint8_t *f = obj + len - DATA_FOOTER_BYTES;
+	uint32_t version = get_le32(f + 4), toff = get_le32(f + 8), tlen = get_le32(f + 12);
+	if (version != DATA_SEG_VERSION || (uint64_t)toff + tlen + DATA_FOOTER_BYTES != len) {
+		log_error("object %s: bad segment footer (version %u, trailer %u+%u, size %zu)",
+			  name, version, toff, tlen, len);
+		return -EUCLEAN;
+	}
+	/* The trailer may be compressed: size its plaintext by the most frames
+	 * the segment can hold (a frame is at least a nonce and a tag). */
+	size_t cap = 4 + 28 * ((size_t)toff / (SEAL_NONCE_BYTES + SEAL_TAG_BYTES) + 1);
+	CLEANUP_FREE uint8_t *t = malloc(cap);
+	if (!t)
+		return -ENOMEM;
+	uint8_t ad[SEAL_AD_BYTES];
+	seal_ad_meta(ad, 'T', seg);
+	ssize_t n = seal_frame_decode(key, ad, sizeof(ad), obj + toff, tlen, t, cap);
+	if (n < 4 || (size_t)n != 4 + (size_t)get_le32(t) * 28) {
+		log_error("object %s: its trailer failed authentication", name);
+		return -EUCLEAN;
+	}
+	uint32_t nf = get_le32(t);
+	struct data_frame *fr = calloc(nf ? nf : 1, sizeof(*fr));
+	if (!fr)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < nf; i++) {
+		const uint8_t *p = t + 4 + (size_t)i * 28;
+		fr[i] = (struct data_frame){
+			.ino = get_le64(p),
+			.blk = get_le64(p + 8),
+			.off = get_le32(p + 16),
+			.len = get_le32(p + 20),
+			.plen = get_le32(p + 24),
+		};
+		if ((uint64_t)fr[i].off + fr[i].len > toff || fr[i].plen > DATA_BLOCK_SIZE) {
+			log_error("object %s: trailer entry %u out of range", name, i);
+			free(fr);
+			return -EUCLEAN;
+		}
+	}
+	*framesp = fr;
+	*np = nf;
+	return 0;
+}
+
+int data_open_frame(const struct seal_key *key, uint64_t seg, uint32_t frame,
+		    const struct data_frame *f, uint8_t *obj, uint8_t *out)
+{
+	uint8_t ad[SEAL_AD_BYTES];
+	seal_ad_data(ad, seg, frame, f->ino, f->blk);
+	ssize_t n = seal_frame_decode(key, ad, sizeof(ad), obj + f->off, f->len, out,
+				      DATA_BLOCK_SIZE);
+	if (n < 0 || (uint32_t)n != f->plen) {
+		char name[64];
+		seg_key(name, sizeof(name), seg);
+		log_error("object %s: frame %u at offset %u (inode %" PRIu64 ", block %" PRIu64
+			  ") failed authentication",
+			  name, frame, f->off, f->ino, f->blk);
+		return -EIO;
+	}
+	return 0;
+}

@@ -122,4 +122,35 @@ struct data_stats {
 };
 void data_get_stats(struct data *d, struct data_stats *out);
 
+/* ---- garbage collection and checks ---- */
+
+/* Is seg still in memory (open, sealed or uploading)?  Its object is then
+ * not in the store yet, or not for long.  Caller holds the fs lock. */
+int data_seg_busy(struct data *d, uint64_t seg);
+
+/* Copy block (ino, e->blk), whose plaintext is plain, out of segment e->seg
+ * into the open segment, if the extent map still points at frame e->frame
+ * of it and the block is not being rewritten.  1 moved, 0 not needed,
+ * -errno.  Caller holds the fs lock. */
+int data_relocate(struct data *d, uint64_t ino, const struct idx_extent *e, const void *plain);
+
+/* A frame as a segment's trailer lists it (frame number = its index). */
+struct data_frame {
+	uint64_t ino, blk;
+	uint32_t off, len, plen;
+};
+
+/* Check the footer of segment object obj and open its trailer: *frames
+ * (malloc'd) gets its *n frames.  -EUCLEAN (logged, naming the object) when
+ * it is damaged.  Decoding works in place: the trailer bytes of obj are
+ * overwritten (and each frame by data_open_frame). */
+int data_parse_segment(const struct seal_key *key, uint64_t seg, uint8_t *obj,
+		       size_t len, struct data_frame **frames, uint32_t *n);
+
+/* Authenticate and decode frame number frame (f, from the trailer) of
+ * segment seg into out (DATA_BLOCK_SIZE bytes).  -EIO, logged, naming the
+ * object, when it fails. */
+int data_open_frame(const struct seal_key *key, uint64_t seg, uint32_t frame,
+		    const struct data_frame *f, uint8_t *obj, uint8_t *out);
+
 #endif

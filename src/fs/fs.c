@@ -22,36 +22,15 @@
 #include "common/util.h"
 #include "data/data.h"
 #include "fs/fs.h"
+#include "fs/fs-int.h"
 #include "journal/journal.h"
 #include "journal/lease.h"
 #include "log.h"
 #include "store/store.h"
 
 #define FS_FORMAT 1
-#define REF_BUCKETS 65536
 #define NAME_MAX_LEN 255
 #define SYMLINK_MAX 4095
-
-struct ref {
-	uint64_t ino, n;
-	struct ref *next;
-};
-
-struct fs {
-	pthread_mutex_t lock;
-	struct store *st;
-	struct seal_key key;
-	char fsid_hex[2 * SEAL_FSID_BYTES + 1];
-	char *cache_path;
-	int lock_fd;
-	struct idx *ix;
-	struct data *d;
-	struct jnl *j;
-	struct lease *lease; /* the store's writer lease (journal/lease.h) */
-	struct ref *refs[REF_BUCKETS];
-	uint64_t reads, writes, read_bytes, write_bytes, syncs;
-	int kernel_times; /* the kernel keeps mtime/ctime of written files */
-};
 
 static int64_t now(void)
 {
@@ -1068,6 +1047,7 @@ static int start_epoch(struct fs *fs, uint32_t *epoch)
 
 static void fs_free(struct fs *fs)
 {
+	fs_gc_stop(fs);
 	jnl_free(fs->j);
 	data_free(fs->d);
 	if (fs->ix)
@@ -1082,7 +1062,10 @@ static void fs_free(struct fs *fs)
 			free(r);
 		}
 	free(fs->cache_path);
+	free(fs->doomed);
 	sodium_memzero(&fs->key, sizeof(fs->key));
+	pthread_cond_destroy(&fs->gc_cond);
+	pthread_mutex_destroy(&fs->gc_mutex);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
 }
@@ -1128,6 +1111,11 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		return NULL;
 	fs->lock_fd = -1;
 	pthread_mutex_init(&fs->lock, NULL);
+	pthread_mutex_init(&fs->gc_mutex, NULL);
+	pthread_cond_init(&fs->gc_cond, NULL);
+	fs->gc_interval_ms = (uint64_t)cfg->gc_interval_ms;
+	fs->gc_grace_ms = (uint64_t)cfg->gc_grace_ms;
+	fs->gc_repack_live = (int)cfg->gc_repack_live;
 	fs->st = store_open_cfg(cfg, 1);
 	if (!fs->st) {
 		rc = -errno;
@@ -1184,6 +1172,7 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		.store_wait_ms = (uint64_t)cfg->store_timeout_ms,
 	};
 	rc = start_epoch(fs, &dp.epoch);
+	fs->epoch = dp.epoch;
 	if (rc == 0)
 		rc = lease_set_epoch(fs->lease, dp.epoch);
 	if (rc < 0)
@@ -1211,6 +1200,9 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		rc = jnl_sync(fs->j);
 	if (rc < 0)
 		goto fail;
+	rc = fs_gc_start(fs);
+	if (rc < 0)
+		goto fail;
 	log_info("mounted filesystem %s from %s (epoch %u, barrier %016" PRIx64 ")",
 		 fs->fsid_hex, fs->st->url, dp.epoch, seq + 1);
 	return fs;
@@ -1222,6 +1214,7 @@ fail:
 
 int fs_close(struct fs *fs)
 {
+	fs_gc_stop(fs);
 	int rc = jnl_sync(fs->j);
 	if (rc == 0) {
 		pthread_mutex_lock(&fs->lock);
@@ -1250,6 +1243,11 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out)
 	memset(out, 0, sizeof(*out));
 	jnl_get_stats(fs->j, &js);
 	store_get_counters(fs->st, &out->store);
+	pthread_mutex_lock(&fs->gc_mutex);
+	out->gc = fs->gc_total;
+	out->gc.waiting = fs->ndoomed;
+	out->gc_passes = fs->gc_passes;
+	pthread_mutex_unlock(&fs->gc_mutex);
 	LOCK_GUARD(&fs->lock);
 	data_get_stats(fs->d, &ds);
 	idx_inode_count(fs->ix, &out->inodes);
@@ -1302,6 +1300,14 @@ char *fs_stats_text(struct fs *fs)
 		{"cache_misses", s.cache_misses},
 		{"inodes", s.inodes},
 		{"live_bytes", s.live_bytes},
+		{"gc_passes", s.gc_passes},
+		{"gc_segments_dropped", s.gc.dead_segments},
+		{"gc_objects_deleted", s.gc.deleted_objects},
+		{"gc_bytes_deleted", s.gc.deleted_bytes},
+		{"gc_segments_repacked", s.gc.repacked_segments},
+		{"gc_blocks_moved", s.gc.moved_blocks},
+		{"gc_orphans_deleted", s.gc.orphans},
+		{"gc_deletes_waiting", s.gc.waiting},
 		{"store_gets", s.store.gets},
 		{"store_puts", s.store.puts},
 		{"store_deletes", s.store.dels},

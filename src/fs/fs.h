@@ -17,6 +17,7 @@
 #define ZEROFS_FS_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
 
@@ -113,6 +114,16 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
  * writes and sends them as setattr: writes then leave mtime/ctime alone. */
 void fs_set_kernel_times(struct fs *fs, int on);
 
+struct fs_gc_report {
+	uint64_t dead_segments;     /* dropped from the index: no file uses them */
+	uint64_t deleted_objects;   /* segment objects deleted from the store */
+	uint64_t deleted_bytes;
+	uint64_t repacked_segments; /* sparse segments whose live blocks were moved */
+	uint64_t moved_blocks, moved_bytes;
+	uint64_t orphans, orphan_bytes; /* objects no index ever used (crashes) */
+	uint64_t waiting;           /* dropped, deletion waiting for the grace period */
+};
+
 struct fs_stats {
 	uint64_t reads, writes, read_bytes, write_bytes, syncs;
 	uint64_t barriers, barriers_failed, barrier_last_ns, log_seq;
@@ -121,9 +132,40 @@ struct fs_stats {
 	uint64_t cache_hits, cache_misses;
 	uint64_t inodes, live_bytes;
 	struct store_counters store;
+	struct fs_gc_report gc;
+	uint64_t gc_passes;
 };
 void fs_get_stats(struct fs *fs, struct fs_stats *out);
 /* The statistics as text, one "name value" line each (malloc'd). */
 char *fs_stats_text(struct fs *fs);
+
+/* ---- maintenance (maint.c) ---- */
+
+
+/* One garbage collection pass: drop segments no file uses, repack those
+ * whose live share is below gc_repack_live, run the barriers that make
+ * that durable, and delete the objects of segments dropped durably at
+ * least gc_grace_ms ago (all of them at once when now_ok: no reader can
+ * still be using them, as in the offline command).  Never deletes an object
+ * that a durable index refers to.  Adds to *r.  0 or -errno. */
+int fs_gc(struct fs *fs, int now_ok, struct fs_gc_report *r);
+
+/* Progress of a long check: done of total units so far. */
+typedef void (*fs_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
+/* fsck: check the index against the store's objects (every segment object
+ * present with its size, no object unknown to the index, live counts equal
+ * to what the extent map holds, every extent within its segment, every
+ * name pointing at an inode, link counts); one line per problem on out,
+ * naming the object and the files affected.  With repair, fix what can be
+ * fixed without data (delete orphan objects, fix counts, drop unused
+ * rows).  Returns the number of problems left (0: clean), or -errno. */
+int fs_fsck(struct fs *fs, int repair, FILE *out, fs_progress_fn progress, void *arg);
+
+/* scrub: read every segment object and authenticate every frame and the
+ * index objects the mount was recovered from; one line per damaged object
+ * or frame on out, naming the files whose data is lost.  Returns the number
+ * of problems (0: clean), or -errno. */
+int fs_scrub(struct fs *fs, FILE *out, fs_progress_fn progress, void *arg);
 
 #endif

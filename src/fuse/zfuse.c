@@ -508,6 +508,16 @@ static void zf_statfs(fuse_req_t req, fuse_ino_t ino)
 static void zf_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
+	/* The control attribute of "zerofs-fuse gc MOUNTPOINT": root only (the
+	 * kernel allows trusted.* to CAP_SYS_ADMIN), never stored. */
+	if (ino == FUSE_ROOT_ID && strcmp(name, "trusted.zerofs.gc") == 0) {
+		if (size != 3 || memcmp(value, "run", 3) != 0) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		fuse_reply_err(req, -fs_gc(get_fs(req), 0, NULL));
+		return;
+	}
 	fuse_reply_err(req, -fs_setxattr(get_fs(req), ino, name, value, size, flags));
 }
 

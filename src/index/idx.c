@@ -41,6 +41,8 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS dirent_parent ON dirent(parent, id);"
 	"CREATE TABLE IF NOT EXISTS extent(ino INTEGER, blk INTEGER, seg INTEGER, off INTEGER,"
 	" len INTEGER, plen INTEGER, frame INTEGER, PRIMARY KEY(ino, blk)) WITHOUT ROWID;"
+	/* Which files use a segment: garbage collection and fsck. */
+	"CREATE INDEX IF NOT EXISTS extent_seg ON extent(seg);"
 	"CREATE TABLE IF NOT EXISTS segment(seg INTEGER PRIMARY KEY, size INTEGER, live INTEGER,"
 	" frames INTEGER);"
 	"CREATE TABLE IF NOT EXISTS xattr(ino INTEGER, name BLOB, value BLOB,"
@@ -88,6 +90,12 @@ enum stmt_id {
 	ST_SEGMENT_LIST,
 	ST_SEGMENT_LIVE_ADD,
 	ST_LIVE_BYTES,
+	ST_SEGMENT_SET_LIVE,
+	ST_EXTENT_SEG_STATS,
+	ST_EXTENT_INOS_OF_SEG,
+	ST_DIRENT_PARENT,
+	ST_CHECK_DANGLING,
+	ST_CHECK_NLINK,
 	ST_XATTR_GET,
 	ST_XATTR_INSERT,
 	ST_XATTR_REPLACE,
@@ -99,6 +107,7 @@ enum stmt_id {
 };
 
 #define INODE_COLS "ino, mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, btime"
+#define NAME_BUF 256
 #define EXTENT_COLS "blk, seg, off, len, plen, frame"
 
 static const char *const stmt_sql[ST_COUNT] = {
@@ -157,6 +166,18 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_SEGMENT_LIST] = "SELECT seg, size, live FROM segment ORDER BY seg",
 	[ST_SEGMENT_LIVE_ADD] = "UPDATE segment SET live = live + ?2 WHERE seg = ?1",
 	[ST_LIVE_BYTES] = "SELECT coalesce(sum(live), 0) FROM segment",
+	[ST_SEGMENT_SET_LIVE] = "UPDATE segment SET live = ?2 WHERE seg = ?1",
+	[ST_EXTENT_SEG_STATS] = "SELECT seg, count(*), coalesce(sum(len), 0), max(off + len)"
+				" FROM extent GROUP BY seg ORDER BY seg",
+	[ST_EXTENT_INOS_OF_SEG] = "SELECT ino, count(*) FROM extent WHERE seg = ?1 GROUP BY ino"
+				  " ORDER BY ino",
+	[ST_DIRENT_PARENT] = "SELECT parent, name FROM dirent WHERE ino = ?1 LIMIT 1",
+	[ST_CHECK_DANGLING] = "SELECT d.parent, d.name, d.ino FROM dirent AS d"
+			      " LEFT JOIN inode AS i ON i.ino = d.ino WHERE i.ino IS NULL",
+	[ST_CHECK_NLINK] = "SELECT i.ino, i.nlink, count(d.ino) FROM inode AS i"
+			   " LEFT JOIN dirent AS d ON d.ino = i.ino"
+			   " WHERE (i.mode & 61440) != 16384 GROUP BY i.ino"
+			   " HAVING i.nlink != count(d.ino)",
 	[ST_XATTR_GET] = "SELECT value FROM xattr WHERE ino = ?1 AND name = ?2",
 	[ST_XATTR_INSERT] = "INSERT INTO xattr(ino, name, value) VALUES(?1, ?2, ?3)",
 	[ST_XATTR_REPLACE] = "UPDATE xattr SET value = ?3 WHERE ino = ?1 AND name = ?2",
@@ -982,6 +1003,106 @@ int idx_live_bytes(struct idx *ix, uint64_t *bytes)
 		return r < 0 ? r : db_error(ix, "live bytes");
 	*bytes = (uint64_t)sqlite3_column_int64(st, 0);
 	return 0;
+}
+
+int idx_segment_set_live(struct idx *ix, uint64_t seg, uint64_t live)
+{
+	STMT(st, ix, ST_SEGMENT_SET_LIVE);
+
+	bind_u64(st, 1, seg);
+	bind_u64(st, 2, live);
+	return exec_one(ix, st, -ENOENT);
+}
+
+int idx_extent_seg_stats(struct idx *ix,
+			 int (*cb)(void *arg, const struct idx_seg_usage *u), void *arg)
+{
+	STMT(st, ix, ST_EXTENT_SEG_STATS);
+	int r;
+
+	while ((r = step(ix, st)) == SQLITE_ROW) {
+		struct idx_seg_usage u = {
+			.seg = (uint64_t)sqlite3_column_int64(st, 0),
+			.extents = (uint64_t)sqlite3_column_int64(st, 1),
+			.bytes = (uint64_t)sqlite3_column_int64(st, 2),
+			.end = (uint64_t)sqlite3_column_int64(st, 3),
+		};
+		r = cb(arg, &u);
+		if (r)
+			return r;
+	}
+	return r < 0 ? r : 0;
+}
+
+int idx_extent_inos_of_seg(struct idx *ix, uint64_t seg,
+			   int (*cb)(void *arg, uint64_t ino, uint64_t blocks), void *arg)
+{
+	STMT(st, ix, ST_EXTENT_INOS_OF_SEG);
+	int r;
+
+	bind_u64(st, 1, seg);
+	while ((r = step(ix, st)) == SQLITE_ROW) {
+		r = cb(arg, (uint64_t)sqlite3_column_int64(st, 0),
+		       (uint64_t)sqlite3_column_int64(st, 1));
+		if (r)
+			return r;
+	}
+	return r < 0 ? r : 0;
+}
+
+int idx_dirent_parent(struct idx *ix, uint64_t ino, uint64_t *parent, char *name, size_t cap)
+{
+	STMT(st, ix, ST_DIRENT_PARENT);
+	int r;
+
+	bind_u64(st, 1, ino);
+	r = step(ix, st);
+	if (r != SQLITE_ROW)
+		return r < 0 ? r : -ENOENT;
+	*parent = (uint64_t)sqlite3_column_int64(st, 0);
+	size_t n = (size_t)sqlite3_column_bytes(st, 1);
+	const void *p = sqlite3_column_blob(st, 1);
+	if (n >= cap)
+		n = cap - 1;
+	if (n)
+		memcpy(name, p, n);
+	name[n] = '\0';
+	return 0;
+}
+
+int idx_check_namespace(struct idx *ix,
+			int (*dangling)(void *arg, uint64_t parent, const char *name, uint64_t ino),
+			int (*nlink)(void *arg, uint64_t ino, uint64_t nlink, uint64_t names),
+			void *arg)
+{
+	int r;
+	{
+		STMT(st, ix, ST_CHECK_DANGLING);
+		while ((r = step(ix, st)) == SQLITE_ROW) {
+			char name[NAME_BUF];
+			size_t n = (size_t)sqlite3_column_bytes(st, 1);
+			if (n >= sizeof(name))
+				n = sizeof(name) - 1;
+			if (n)
+				memcpy(name, sqlite3_column_blob(st, 1), n);
+			name[n] = '\0';
+			r = dangling(arg, (uint64_t)sqlite3_column_int64(st, 0), name,
+				     (uint64_t)sqlite3_column_int64(st, 2));
+			if (r)
+				return r;
+		}
+		if (r < 0)
+			return r;
+	}
+	STMT(st, ix, ST_CHECK_NLINK);
+	while ((r = step(ix, st)) == SQLITE_ROW) {
+		r = nlink(arg, (uint64_t)sqlite3_column_int64(st, 0),
+			  (uint64_t)sqlite3_column_int64(st, 1),
+			  (uint64_t)sqlite3_column_int64(st, 2));
+		if (r)
+			return r;
+	}
+	return r < 0 ? r : 0;
 }
 
 /* ---- extended attributes ---- */

@@ -148,6 +148,32 @@ int idx_segment_list(struct idx *ix,
 		     int (*cb)(void *arg, uint64_t seg, uint64_t size, uint64_t live), void *arg);
 /* Sum of live bytes over all segments. */
 int idx_live_bytes(struct idx *ix, uint64_t *bytes);
+/* Set seg's live bytes (fsck's repair of a wrong count).  -ENOENT. */
+int idx_segment_set_live(struct idx *ix, uint64_t seg, uint64_t live);
+
+/* What the extent map holds of one segment. */
+struct idx_seg_usage {
+	uint64_t seg;
+	uint64_t extents; /* extents (frames) pointing into it */
+	uint64_t bytes;   /* their stored bytes: what its live count must be */
+	uint64_t end;     /* the largest off + len */
+};
+/* Every segment the extent map points into, in segment order (one scan). */
+int idx_extent_seg_stats(struct idx *ix,
+			 int (*cb)(void *arg, const struct idx_seg_usage *u), void *arg);
+/* The inodes with extents in seg, with how many blocks each (one scan). */
+int idx_extent_inos_of_seg(struct idx *ix, uint64_t seg,
+			   int (*cb)(void *arg, uint64_t ino, uint64_t blocks), void *arg);
+/* One name of ino: its parent directory and name (truncated to cap).
+ * -ENOENT when it has none (the root, or an open unlinked file). */
+int idx_dirent_parent(struct idx *ix, uint64_t ino, uint64_t *parent, char *name, size_t cap);
+/* fsck's namespace checks: dangling for every name whose inode does not
+ * exist, nlink for every non-directory whose link count differs from its
+ * number of names. */
+int idx_check_namespace(struct idx *ix,
+			int (*dangling)(void *arg, uint64_t parent, const char *name, uint64_t ino),
+			int (*nlink)(void *arg, uint64_t ino, uint64_t nlink, uint64_t names),
+			void *arg);
 
 /* Extended attributes.  flags: XATTR_CREATE (-EEXIST) / XATTR_REPLACE
  * (-ENODATA).  get/remove: -ENODATA when absent. */

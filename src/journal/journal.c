@@ -303,6 +303,40 @@ out:
 	return rc;
 }
 
+int jnl_scrub(struct jnl *j, FILE *out)
+{
+	struct seqlist ck = {0}, lg = {0};
+	int problems = 0;
+	int rc = list_seqs(j->st, "meta/ckpt/", &ck);
+	if (rc == 0)
+		rc = list_seqs(j->st, "meta/log/", &lg);
+	if (rc == 0 && ck.n == 0) {
+		fprintf(out, "scrub: the store has no checkpoint (meta/ckpt/)\n");
+		problems++;
+	}
+	for (size_t i = 0; rc == 0 && i < ck.n + lg.n; i++) {
+		int is_ck = i < ck.n;
+		uint64_t seq = is_ck ? ck.v[i] : lg.v[i - ck.n];
+		if (!is_ck && ck.n && seq <= ck.v[ck.n - 1])
+			continue; /* kept only as a fence mark */
+		CLEANUP_FREE void *obj = NULL;
+		size_t len;
+		int g = meta_get(j->st, &j->key, is_ck ? 'C' : 'L', seq, &obj, &len);
+		if (g == -EUCLEAN) {
+			char name[64];
+			meta_key(name, sizeof(name), is_ck ? 'C' : 'L', seq);
+			fprintf(out, "scrub: %s is damaged%s\n", name,
+				is_ck && i + 1 < ck.n ? " (an older checkpoint, not used)" : "");
+			problems++;
+		} else if (g < 0) {
+			rc = g;
+		}
+	}
+	free(ck.v);
+	free(lg.v);
+	return rc < 0 ? rc : problems;
+}
+
 /* ---- barriers ---- */
 
 /* The first index log of a mount is marked (meta/fence/<seq>) before it is

@@ -36,6 +36,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "codec/codec.h"
 #include "data/data.h"
@@ -89,5 +90,10 @@ struct jnl_stats {
 	uint64_t p50_us, p90_us, p99_us; /* upper bounds, from the histogram */
 };
 void jnl_get_stats(struct jnl *j, struct jnl_stats *out);
+
+/* Read and authenticate the checkpoints and the logs after the newest one;
+ * one line on out per damaged object.  The number of damaged objects, or
+ * -errno when the store could not be read. */
+int jnl_scrub(struct jnl *j, FILE *out);
 
 #endif

@@ -1,0 +1,68 @@
+/* fs-int.h: the fs object, shared by fs.c (the POSIX core and the mount
+ * life cycle) and maint.c (garbage collection, fsck, scrub).  Not for
+ * other modules: they use fs.h. */
+#ifndef ZEROFS_FS_INT_H
+#define ZEROFS_FS_INT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "codec/codec.h"
+#include "data/data.h"
+#include "fs/fs.h"
+#include "index/idx.h"
+#include "journal/journal.h"
+#include "store/store.h"
+
+#define REF_BUCKETS 65536
+
+/* A segment dropped from the index; its object is deleted once the
+ * barrier that dropped it is durable and the grace period is over. */
+struct gc_doomed {
+	uint64_t seg;
+	uint64_t size;
+	uint64_t delete_after_ns; /* 0 while the drop is not durable */
+};
+
+struct ref {
+	uint64_t ino, n;
+	struct ref *next;
+};
+
+struct fs {
+	pthread_mutex_t lock;
+	struct store *st;
+	struct seal_key key;
+	char fsid_hex[2 * SEAL_FSID_BYTES + 1];
+	char *cache_path;
+	int lock_fd;
+	struct idx *ix;
+	struct data *d;
+	struct jnl *j;
+	struct lease *lease; /* the store's writer lease (journal/lease.h) */
+	struct ref *refs[REF_BUCKETS];
+	uint64_t reads, writes, read_bytes, write_bytes, syncs;
+	int kernel_times; /* the kernel keeps mtime/ctime of written files */
+	uint32_t epoch;   /* of this mount: the high half of its segment ids */
+
+	/* Garbage collection (maint.c).  gc_mutex: one pass at a time, and
+	 * everything below. */
+	pthread_mutex_t gc_mutex;
+	pthread_cond_t gc_cond;
+	struct gc_doomed *doomed; /* segments dropped from the index */
+	size_t ndoomed, doomed_cap;
+	int orphans_swept;        /* this mount's one sweep of orphans is done */
+	uint64_t gc_interval_ms, gc_grace_ms;
+	int gc_repack_live;
+	struct fs_gc_report gc_total;
+	uint64_t gc_passes;
+	pthread_t gc_thread;
+	int gc_running, gc_stop;
+};
+
+/* Garbage collection thread (maint.c): started by fs_open after the mount's
+ * first barrier when gc_interval_ms > 0; stopped before the last barrier. */
+int fs_gc_start(struct fs *fs);
+void fs_gc_stop(struct fs *fs);
+
+#endif
