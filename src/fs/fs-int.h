@@ -56,6 +56,10 @@ struct fs {
 	int gc_repack_live;
 	struct fs_gc_report gc_total;
 	uint64_t gc_passes;
+	/* A copy for the statistics, under the fs lock: a pass holds gc_mutex
+	 * for long, and reading the statistics must not wait for it. */
+	struct fs_gc_report gc_shown;
+	uint64_t gc_passes_shown;
 	pthread_t gc_thread;
 	int gc_running, gc_stop;
 };

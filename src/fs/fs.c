@@ -1243,12 +1243,9 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out)
 	memset(out, 0, sizeof(*out));
 	jnl_get_stats(fs->j, &js);
 	store_get_counters(fs->st, &out->store);
-	pthread_mutex_lock(&fs->gc_mutex);
-	out->gc = fs->gc_total;
-	out->gc.waiting = fs->ndoomed;
-	out->gc_passes = fs->gc_passes;
-	pthread_mutex_unlock(&fs->gc_mutex);
 	LOCK_GUARD(&fs->lock);
+	out->gc = fs->gc_shown;
+	out->gc_passes = fs->gc_passes_shown;
 	data_get_stats(fs->d, &ds);
 	idx_inode_count(fs->ix, &out->inodes);
 	idx_live_bytes(fs->ix, &out->live_bytes);

@@ -395,6 +395,11 @@ int fs_gc(struct fs *fs, int now_ok, struct fs_gc_report *out)
 	add_report(&fs->gc_total, &r);
 	fs->gc_passes++;
 	r.waiting = fs->ndoomed;
+	pthread_mutex_lock(&fs->lock);
+	fs->gc_shown = fs->gc_total;
+	fs->gc_shown.waiting = r.waiting;
+	fs->gc_passes_shown = fs->gc_passes;
+	pthread_mutex_unlock(&fs->lock);
 	pthread_mutex_unlock(&fs->gc_mutex);
 	free(repack.v);
 	if (r.dead_segments || r.deleted_objects || r.repacked_segments || r.orphans)
