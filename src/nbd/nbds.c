@@ -56,6 +56,11 @@
 /* CACHE reads the range in pieces of this size. */
 #define CACHE_CHUNK (1u << 20)
 
+/* BLOCK_STATUS describes at most this much of a request (the protocol lets
+ * the reply fall short; clients ask again for the rest), which bounds the
+ * time the walk holds the fs lock. */
+#define STATUS_MAX_LEN (256u << 20)
+
 #define CLEANUP_EXTENTS __attribute__((cleanup(nbds_extents_free)))
 
 struct job {
@@ -413,7 +418,8 @@ static int read_structured(struct conn *c, const struct nbds_req *r)
 static int block_status(struct conn *c, const struct nbds_req *r)
 {
 	CLEANUP_EXTENTS struct nbds_extents x = {0};
-	int rc = map_range(c, r->offset, r->count, !!(r->flags & NBD_CMD_FLAG_REQ_ONE), &x);
+	int rc = map_range(c, r->offset, MIN(r->count, STATUS_MAX_LEN),
+			   !!(r->flags & NBD_CMD_FLAG_REQ_ONE), &x);
 	if (rc < 0)
 		return rc;
 	struct nbds_out out = {0};
