@@ -162,10 +162,13 @@ static void send_parts(struct conn *c, const struct iovec *iov, size_t n)
 	LOCK_GUARD(&c->reply_lock);
 	if (c->broken)
 		return;
+	size_t end = n; /* after the last part with bytes: the one sent without MSG_MORE */
+	while (end > 0 && iov[end - 1].iov_len == 0)
+		end--;
 	int rc = 0;
-	for (size_t i = 0; rc == 0 && i < n; i++)
+	for (size_t i = 0; rc == 0 && i < end; i++)
 		if (iov[i].iov_len)
-			rc = send_full(c->fd, iov[i].iov_base, iov[i].iov_len, i + 1 < n);
+			rc = send_full(c->fd, iov[i].iov_base, iov[i].iov_len, i + 1 < end);
 	if (rc < 0) {
 		log_debug("nbd: %s: cannot send a reply: %s; closing", c->peer, strerror(-rc));
 		c->broken = 1;
@@ -382,14 +385,14 @@ static int read_structured(struct conn *c, const struct nbds_req *r)
 	CLEANUP_FREE uint8_t *data = malloc(r->count);
 	if (!data)
 		return -ENOMEM;
-	int rc = 0;
-	if (!(r->flags & NBD_CMD_FLAG_DF))
+	int rc = 0, df = !!(r->flags & NBD_CMD_FLAG_DF);
+	if (!df)
 		rc = map_range(c, r->offset, r->count, 0, &map);
 	if (rc == 0)
 		rc = read_range(c, r->offset, r->count, data);
 	if (rc < 0)
 		return rc;
-	if (map.n == 0) /* DF: one data chunk */
+	if (df) /* one data chunk */
 		rc = nbds_extents_add(&x, r->offset, r->count, 0);
 	for (size_t i = 0; rc == 0 && i < map.n; i++) {
 		const struct nbds_extent *e = &map.e[i];
