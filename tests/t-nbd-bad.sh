@@ -73,8 +73,8 @@ expect_closed "bad option magic"
 handshake
 option $((0x1234)) 3 'abc'
 expect_reply $((0x1234)) $((0x80000001)) 20 "unknown option: ERR_UNSUP"
-option 8 0 ''
-expect_reply 8 $((0x80000001)) 20 "structured replies: ERR_UNSUP"
+option 8 1 'x'
+expect_reply 8 $((0x80000003)) 30 "STRUCTURED_REPLY with data: ERR_INVALID"
 go nothere
 expect_reply 7 $((0x80000006)) 23 "unknown export: ERR_UNKNOWN"
 go ../store

@@ -864,6 +864,11 @@ void data_forget_inode(struct data *d, uint64_t ino)
 	}
 }
 
+int data_block_dirty(struct data *d, uint64_t ino, uint64_t blk)
+{
+	return dirty_find(d, ino, blk) != NULL;
+}
+
 int data_flush_inode(struct data *d, uint64_t ino)
 {
 	for (struct dbuf *b = d->dirty_head, *n; b; b = n) {

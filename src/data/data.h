@@ -101,6 +101,9 @@ int data_drop_from(struct data *d, uint64_t ino, uint64_t first);
 /* The inode is gone: drop its dirty buffers (its extents go with the index
  * row). */
 void data_forget_inode(struct data *d, uint64_t ino);
+/* Does block blk of ino have a dirty buffer (data not yet in the index)?
+ * Read-only. */
+int data_block_dirty(struct data *d, uint64_t ino, uint64_t blk);
 /* Pack the dirty buffers of one inode (so the index alone answers
  * SEEK_DATA / SEEK_HOLE). */
 int data_flush_inode(struct data *d, uint64_t ino);

@@ -716,6 +716,81 @@ int fs_lseek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *ou
 	return 0;
 }
 
+/* fs_map's walk: blocks are classified in order and merged into runs. */
+struct map_walk {
+	struct data *d;
+	uint64_t ino, off;
+	uint64_t next; /* first block not yet classified */
+	uint64_t run_start;
+	int run_data, have_run, stopped;
+	fs_map_cb cb;
+	void *arg;
+};
+
+/* Add block blk (data or hole) to the current run, handing the run to cb
+ * when the kind changes.  Non-zero when cb asked to stop. */
+static int map_block(struct map_walk *w, uint64_t blk, int data)
+{
+	uint64_t start = MAX(w->off, blk << DATA_BLOCK_SHIFT);
+	if (w->have_run && w->run_data != data) {
+		if (w->cb(w->arg, w->run_start, start - w->run_start, w->run_data))
+			return w->stopped = 1;
+		w->have_run = 0;
+	}
+	if (!w->have_run) {
+		w->run_start = start;
+		w->run_data = data;
+		w->have_run = 1;
+	}
+	return 0;
+}
+
+/* Blocks [w->next, upto) have no extent: holes unless a dirty buffer holds
+ * data not yet packed. */
+static int map_gap(struct map_walk *w, uint64_t upto)
+{
+	for (; w->next < upto; w->next++)
+		if (map_block(w, w->next, data_block_dirty(w->d, w->ino, w->next)))
+			return 1;
+	return 0;
+}
+
+static int map_extent(void *arg, const struct idx_extent *e)
+{
+	struct map_walk *w = arg;
+	if (map_gap(w, e->blk) || map_block(w, e->blk, 1))
+		return 1;
+	w->next = e->blk + 1;
+	return 0;
+}
+
+int fs_map(struct fs *fs, uint64_t ino, uint64_t off, uint64_t len, fs_map_cb cb, void *arg)
+{
+	LOCK_GUARD(&fs->lock);
+	struct idx_inode in;
+	int rc = idx_inode_get(fs->ix, ino, &in);
+	if (rc < 0)
+		return rc;
+	uint64_t end = len > in.size - MIN(off, in.size) ? in.size : off + len;
+	if (off >= end)
+		return 0;
+	struct map_walk w = {
+		.d = fs->d,
+		.ino = ino,
+		.off = off,
+		.next = data_first_blk(off),
+		.cb = cb,
+		.arg = arg,
+	};
+	uint64_t last = data_last_blk(off, end - off);
+	rc = idx_extent_range(fs->ix, ino, w.next, last + 1, map_extent, &w);
+	if (rc < 0)
+		return rc;
+	if (!w.stopped && map_gap(&w, last + 1) == 0 && w.have_run)
+		cb(arg, w.run_start, end - w.run_start, w.run_data);
+	return 0;
+}
+
 int fs_statfs(struct fs *fs, struct statvfs *out)
 {
 	LOCK_GUARD(&fs->lock);

@@ -92,6 +92,13 @@ int fs_sync(struct fs *fs);
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len);
 /* SEEK_DATA / SEEK_HOLE (other whence values: -EINVAL). */
 int fs_lseek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *out);
+/* The allocation of [off, off + len) of ino, clamped to the file's size:
+ * cb gets its maximal runs in order, data 1 for blocks that hold data
+ * (stored, packed or dirty) and 0 for holes (no extent, no dirty buffer:
+ * they read as zeros).  cb runs under the fs lock, so it must not call fs_*;
+ * it returns non-zero to stop the walk.  Nothing is flushed.  0 or -errno. */
+typedef int (*fs_map_cb)(void *arg, uint64_t off, uint64_t len, int data);
+int fs_map(struct fs *fs, uint64_t ino, uint64_t off, uint64_t len, fs_map_cb cb, void *arg);
 
 /* Entries of dir after cookie (0: from the start; "." and ".." are the
  * caller's).  cb returns 0 when it took the entry and non-zero to stop

@@ -131,6 +131,52 @@ struct nbd_simple_reply {
 	uint64_t cookie;
 } __attribute__((packed));
 
+/* S: one chunk of a structured reply (then its payload). */
+struct nbd_structured_reply {
+	uint32_t magic; /* NBD_STRUCTURED_REPLY_MAGIC */
+	uint16_t flags; /* NBD_REPLY_FLAG_* */
+	uint16_t type;  /* NBD_REPLY_TYPE_* */
+	uint64_t cookie;
+	uint32_t length; /* bytes of payload that follow */
+} __attribute__((packed));
+
+/* Payload of NBD_REPLY_TYPE_OFFSET_DATA (then the data). */
+struct nbd_structured_reply_offset_data {
+	uint64_t offset;
+} __attribute__((packed));
+
+/* Payload of NBD_REPLY_TYPE_OFFSET_HOLE. */
+struct nbd_structured_reply_offset_hole {
+	uint64_t offset;
+	uint32_t length; /* not zero */
+} __attribute__((packed));
+
+/* Payload of the error chunks: then the message, then (ERROR_OFFSET only)
+ * a u64 offset. */
+struct nbd_structured_reply_error {
+	uint32_t error; /* NBD_E*, not zero */
+	uint16_t len;   /* message length */
+} __attribute__((packed));
+
+/* NBD_REPLY_TYPE_BLOCK_STATUS: a u32 context id, then descriptors. */
+struct nbd_block_descriptor {
+	uint32_t length; /* not zero */
+	uint32_t status_flags;
+} __attribute__((packed));
+
+/* Structured reply flags and types. */
+#define NBD_REPLY_FLAG_DONE (1u << 0)
+#define NBD_REPLY_TYPE_NONE 0
+#define NBD_REPLY_TYPE_OFFSET_DATA 1
+#define NBD_REPLY_TYPE_OFFSET_HOLE 2
+#define NBD_REPLY_TYPE_BLOCK_STATUS 5
+#define NBD_REPLY_TYPE_ERROR ((1u << 15) + 1)
+#define NBD_REPLY_TYPE_ERROR_OFFSET ((1u << 15) + 2)
+
+/* The base:allocation metadata context's status flags. */
+#define NBD_STATE_HOLE (1u << 0)
+#define NBD_STATE_ZERO (1u << 1)
+
 /* Commands. */
 #define NBD_CMD_READ 0
 #define NBD_CMD_WRITE 1

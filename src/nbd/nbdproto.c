@@ -1,6 +1,8 @@
 /* nbdproto.c: the NBD server's protocol logic over byte buffers: greeting,
- * client flags, options and their replies, request parsing and checking,
- * error mapping.  No I/O here; see nbdproto.h. */
+ * client flags, options and their replies (structured replies and the
+ * base:allocation metadata context included), request parsing and checking,
+ * simple and structured reply encoding, error mapping.  No I/O here; see
+ * nbdproto.h. */
 #include "config.h"
 
 #include <endian.h>
@@ -131,12 +133,18 @@ static int parse_info_request(const uint8_t *data, uint32_t len,
 	return copy_name(name, data + 4, n);
 }
 
-static int put_info(struct nbds_out *out, uint32_t option, uint64_t size)
+uint16_t nbds_eflags(const struct nbds_session *ss)
+{
+	return (uint16_t)(NBDS_EFLAGS | (ss->structured ? NBD_FLAG_SEND_DF : 0));
+}
+
+static int put_info(struct nbds_out *out, uint32_t option, uint64_t size,
+		    const struct nbds_session *ss)
 {
 	struct nbd_fixed_new_option_reply_info_export e = {
 		.info = htobe16(NBD_INFO_EXPORT),
 		.exportsize = htobe64(size),
-		.eflags = htobe16(NBDS_EFLAGS),
+		.eflags = htobe16(nbds_eflags(ss)),
 	};
 	struct nbd_fixed_new_option_reply_info_block_size b = {
 		.info = htobe16(NBD_INFO_BLOCK_SIZE),
@@ -164,8 +172,17 @@ static int put_lookup_error(struct nbds_out *out, uint32_t option, int rc)
 	return put_error(out, option, NBD_REP_ERR_PLATFORM, "export lookup failed");
 }
 
+/* Entering transmission with export name: the contexts chosen for another
+ * export do not carry over. */
+static void select_export(struct nbds_session *ss, const char *name)
+{
+	if (strcmp(ss->meta_export, name) != 0)
+		ss->base_alloc = 0;
+}
+
 static int opt_info_go(uint32_t option, const uint8_t *data, uint32_t len,
-		       const struct nbds_exports *ex, struct nbds_out *out, enum nbds_next *next)
+		       struct nbds_session *ss, const struct nbds_exports *ex,
+		       struct nbds_out *out, enum nbds_next *next)
 {
 	char name[NBD_MAX_STRING + 1];
 	if (parse_info_request(data, len, name) < 0)
@@ -176,14 +193,16 @@ static int opt_info_go(uint32_t option, const uint8_t *data, uint32_t len,
 	int rc = ex->lookup(ex->arg, name, option == NBD_OPT_GO, &size);
 	if (rc < 0)
 		return put_lookup_error(out, option, rc);
-	rc = put_info(out, option, size);
-	if (rc == 0 && option == NBD_OPT_GO)
+	rc = put_info(out, option, size, ss);
+	if (rc == 0 && option == NBD_OPT_GO) {
+		select_export(ss, name);
 		*next = NBDS_NEXT_TRANSMIT;
+	}
 	return rc;
 }
 
 /* NBD_OPT_EXPORT_NAME: no error reply exists; a failure closes. */
-static int opt_export_name(const uint8_t *data, uint32_t len, int no_zeroes,
+static int opt_export_name(const uint8_t *data, uint32_t len, struct nbds_session *ss,
 			   const struct nbds_exports *ex, struct nbds_out *out,
 			   enum nbds_next *next)
 {
@@ -195,14 +214,16 @@ static int opt_export_name(const uint8_t *data, uint32_t len, int no_zeroes,
 		return 0;
 	struct nbd_export_name_reply r = {
 		.exportsize = htobe64(size),
-		.eflags = htobe16(NBDS_EFLAGS),
+		.eflags = htobe16(nbds_eflags(ss)),
 	};
 	static const uint8_t zeroes[NBD_EXPORT_NAME_ZEROES];
 	int rc = nbds_out_put(out, &r, sizeof(r));
-	if (rc == 0 && !no_zeroes)
+	if (rc == 0 && !ss->no_zeroes)
 		rc = nbds_out_put(out, zeroes, sizeof(zeroes));
-	if (rc == 0)
+	if (rc == 0) {
+		select_export(ss, name);
 		*next = NBDS_NEXT_TRANSMIT;
+	}
 	return rc;
 }
 
@@ -233,13 +254,100 @@ static int opt_list(uint32_t len, const struct nbds_exports *ex, struct nbds_out
 	return put_reply(out, NBD_OPT_LIST, NBD_REP_ACK, NULL, 0);
 }
 
-int nbds_handle_option(uint32_t option, const uint8_t *data, uint32_t len, int no_zeroes,
-		       const struct nbds_exports *ex, struct nbds_out *out, enum nbds_next *next)
+static int opt_structured_reply(uint32_t len, struct nbds_session *ss, struct nbds_out *out)
+{
+	if (len != 0)
+		return put_error(out, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ERR_INVALID,
+				 "STRUCTURED_REPLY takes no data");
+	ss->structured = 1;
+	return put_reply(out, NBD_OPT_STRUCTURED_REPLY, NBD_REP_ACK, NULL, 0);
+}
+
+/* Does a LIST (list set) or SET query name base:allocation?  LIST also takes
+ * the bare namespace "base:". */
+static int query_matches(const uint8_t *q, uint32_t n, int list)
+{
+	static const char ctx[] = NBDS_BASE_ALLOCATION;
+	if (n == sizeof(ctx) - 1 && memcmp(q, ctx, n) == 0)
+		return 1;
+	return list && n == 5 && memcmp(q, ctx, 5) == 0;
+}
+
+/* The NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT data: u32 name
+ * length, export name, u32 query count, then u32 length and string for
+ * each.  0 with *match set when base:allocation is asked for (no query
+ * asks for everything when listing), or -EINVAL when inconsistent. */
+static int parse_meta_request(const uint8_t *data, uint32_t len, int list,
+			      char name[NBD_MAX_STRING + 1], int *match)
+{
+	if (len < 8)
+		return -EINVAL;
+	uint32_t n = get_be32(data);
+	if (n > len - 8 || copy_name(name, data + 4, n) < 0)
+		return -EINVAL;
+	uint32_t nq = get_be32(data + 4 + n);
+	uint32_t pos = 8 + n;
+	*match = list && nq == 0;
+	for (uint32_t i = 0; i < nq; i++) {
+		if (len - pos < 4)
+			return -EINVAL;
+		uint32_t ql = get_be32(data + pos);
+		pos += 4;
+		if (ql > len - pos || ql > NBD_MAX_STRING || memchr(data + pos, 0, ql))
+			return -EINVAL;
+		if (query_matches(data + pos, ql, list))
+			*match = 1;
+		pos += ql;
+	}
+	return pos == len ? 0 : -EINVAL;
+}
+
+static int opt_meta_context(uint32_t option, const uint8_t *data, uint32_t len,
+			    struct nbds_session *ss, const struct nbds_exports *ex,
+			    struct nbds_out *out)
+{
+	int list = option == NBD_OPT_LIST_META_CONTEXT;
+	char name[NBD_MAX_STRING + 1];
+	int match;
+	uint64_t size;
+
+	if (!list) /* a failed SET leaves nothing selected */
+		ss->base_alloc = 0;
+	if (!ss->structured)
+		return put_error(out, option, NBD_REP_ERR_INVALID,
+				 "negotiate structured replies first");
+	if (parse_meta_request(data, len, list, name, &match) < 0)
+		return put_error(out, option, NBD_REP_ERR_INVALID, "malformed request");
+	if (!nbds_valid_name(name))
+		return put_lookup_error(out, option, -ENOENT);
+	int rc = ex->lookup(ex->arg, name, 0, &size);
+	if (rc < 0)
+		return put_lookup_error(out, option, rc);
+	if (match) {
+		/* The id of a listed context is reserved: zero. */
+		uint32_t id = htobe32(list ? 0 : NBDS_BASE_ALLOCATION_ID);
+		uint8_t buf[4 + sizeof(NBDS_BASE_ALLOCATION) - 1];
+		memcpy(buf, &id, 4);
+		memcpy(buf + 4, NBDS_BASE_ALLOCATION, sizeof(buf) - 4);
+		rc = put_reply(out, option, NBD_REP_META_CONTEXT, buf, sizeof(buf));
+		if (rc < 0)
+			return rc;
+	}
+	if (!list) {
+		ss->base_alloc = match;
+		strcpy(ss->meta_export, name);
+	}
+	return put_reply(out, option, NBD_REP_ACK, NULL, 0);
+}
+
+int nbds_handle_option(uint32_t option, const uint8_t *data, uint32_t len,
+		       struct nbds_session *ss, const struct nbds_exports *ex,
+		       struct nbds_out *out, enum nbds_next *next)
 {
 	*next = NBDS_NEXT_OPTION;
 	switch (option) {
 	case NBD_OPT_EXPORT_NAME:
-		return opt_export_name(data, len, no_zeroes, ex, out, next);
+		return opt_export_name(data, len, ss, ex, out, next);
 	case NBD_OPT_ABORT:
 		*next = NBDS_NEXT_CLOSE;
 		return put_reply(out, option, NBD_REP_ACK, NULL, 0);
@@ -247,7 +355,12 @@ int nbds_handle_option(uint32_t option, const uint8_t *data, uint32_t len, int n
 		return opt_list(len, ex, out);
 	case NBD_OPT_INFO:
 	case NBD_OPT_GO:
-		return opt_info_go(option, data, len, ex, out, next);
+		return opt_info_go(option, data, len, ss, ex, out, next);
+	case NBD_OPT_STRUCTURED_REPLY:
+		return opt_structured_reply(len, ss, out);
+	case NBD_OPT_LIST_META_CONTEXT:
+	case NBD_OPT_SET_META_CONTEXT:
+		return opt_meta_context(option, data, len, ss, ex, out);
 	default:
 		return put_error(out, option, NBD_REP_ERR_UNSUP, "option not supported");
 	}
@@ -265,11 +378,17 @@ int nbds_parse_request(const uint8_t buf[NBDS_REQ_LEN], struct nbds_req *r)
 	return 0;
 }
 
-/* The command flags each command accepts. */
-static int allowed_flags(uint16_t type)
+/* The command flags each command accepts in this session, or -1 when the
+ * command itself is not available. */
+static int allowed_flags(uint16_t type, const struct nbds_session *ss)
 {
 	switch (type) {
 	case NBD_CMD_READ:
+		return NBD_CMD_FLAG_FUA | (ss->structured ? NBD_CMD_FLAG_DF : 0);
+	case NBD_CMD_BLOCK_STATUS:
+		if (!ss->structured || !ss->base_alloc)
+			return -1;
+		return NBD_CMD_FLAG_FUA | NBD_CMD_FLAG_REQ_ONE;
 	case NBD_CMD_WRITE:
 	case NBD_CMD_FLUSH:
 	case NBD_CMD_TRIM:
@@ -284,10 +403,11 @@ static int allowed_flags(uint16_t type)
 	}
 }
 
-uint32_t nbds_check_request(const struct nbds_req *r, uint64_t size, int *close)
+uint32_t nbds_check_request(const struct nbds_req *r, uint64_t size,
+			    const struct nbds_session *ss, int *close)
 {
 	*close = r->type == NBD_CMD_WRITE && r->count > NBDS_MAX_PAYLOAD;
-	int allowed = allowed_flags(r->type);
+	int allowed = allowed_flags(r->type, ss);
 	if (allowed < 0 || (r->flags & ~allowed))
 		return NBD_EINVAL;
 	switch (r->type) {
@@ -319,6 +439,104 @@ void nbds_simple_reply(uint8_t buf[NBDS_REPLY_LEN], uint32_t error, uint64_t coo
 		.cookie = htobe64(cookie),
 	};
 	memcpy(buf, &r, sizeof(r));
+}
+
+void nbds_chunk_header(uint8_t buf[NBDS_CHUNK_LEN], uint16_t flags, uint16_t type,
+		       uint64_t cookie, uint32_t length)
+{
+	struct nbd_structured_reply h = {
+		.magic = htobe32(NBD_STRUCTURED_REPLY_MAGIC),
+		.flags = htobe16(flags),
+		.type = htobe16(type),
+		.cookie = htobe64(cookie),
+		.length = htobe32(length),
+	};
+	memcpy(buf, &h, sizeof(h));
+}
+
+size_t nbds_error_chunk(uint8_t buf[NBDS_ERROR_CHUNK_MAX], uint64_t cookie, uint32_t error,
+			const char *msg)
+{
+	size_t n = strnlen(msg, NBDS_ERROR_MSG_MAX);
+	struct nbd_structured_reply_error e = {
+		.error = htobe32(error),
+		.len = htobe16((uint16_t)n),
+	};
+	nbds_chunk_header(buf, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_ERROR, cookie,
+			  (uint32_t)(sizeof(e) + n));
+	memcpy(buf + NBDS_CHUNK_LEN, &e, sizeof(e));
+	memcpy(buf + NBDS_CHUNK_LEN + sizeof(e), msg, n);
+	return NBDS_CHUNK_LEN + sizeof(e) + n;
+}
+
+int nbds_extents_add(struct nbds_extents *x, uint64_t off, uint32_t len, int hole)
+{
+	struct nbds_extent *last = x->n ? &x->e[x->n - 1] : NULL;
+	if (last && last->hole == hole && last->off + last->len == off &&
+	    len <= UINT32_MAX - last->len) {
+		last->len += len;
+		return 0;
+	}
+	if (x->n == x->cap) {
+		size_t cap = x->cap ? x->cap * 2 : 16;
+		struct nbds_extent *e = realloc(x->e, cap * sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		x->e = e;
+		x->cap = cap;
+	}
+	x->e[x->n++] = (struct nbds_extent){.off = off, .len = len, .hole = hole};
+	return 0;
+}
+
+void nbds_extents_free(struct nbds_extents *x)
+{
+	free(x->e);
+	x->e = NULL;
+	x->n = x->cap = 0;
+}
+
+size_t nbds_content_header(uint8_t buf[NBDS_CONTENT_HDR_MAX], uint64_t cookie,
+			   const struct nbds_extent *e, int last)
+{
+	uint16_t flags = last ? NBD_REPLY_FLAG_DONE : 0;
+	if (e->hole) {
+		struct nbd_structured_reply_offset_hole h = {
+			.offset = htobe64(e->off),
+			.length = htobe32(e->len),
+		};
+		nbds_chunk_header(buf, flags, NBD_REPLY_TYPE_OFFSET_HOLE, cookie, sizeof(h));
+		memcpy(buf + NBDS_CHUNK_LEN, &h, sizeof(h));
+		return NBDS_CHUNK_LEN + sizeof(h);
+	}
+	struct nbd_structured_reply_offset_data d = {.offset = htobe64(e->off)};
+	nbds_chunk_header(buf, flags, NBD_REPLY_TYPE_OFFSET_DATA, cookie,
+			  (uint32_t)(sizeof(d) + e->len));
+	memcpy(buf + NBDS_CHUNK_LEN, &d, sizeof(d));
+	return NBDS_CHUNK_LEN + sizeof(d);
+}
+
+int nbds_put_block_status(struct nbds_out *out, uint64_t cookie, const struct nbds_extent *e,
+			  size_t n)
+{
+	uint8_t hdr[NBDS_CHUNK_LEN];
+	uint32_t id = htobe32(NBDS_BASE_ALLOCATION_ID);
+	size_t len = 4 + n * sizeof(struct nbd_block_descriptor);
+	if (n == 0 || len > UINT32_MAX)
+		return -EINVAL;
+	nbds_chunk_header(hdr, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_BLOCK_STATUS, cookie,
+			  (uint32_t)len);
+	int rc = nbds_out_put(out, hdr, sizeof(hdr));
+	if (rc == 0)
+		rc = nbds_out_put(out, &id, sizeof(id));
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		struct nbd_block_descriptor d = {
+			.length = htobe32(e[i].len),
+			.status_flags = htobe32(e[i].hole ? NBD_STATE_HOLE | NBD_STATE_ZERO : 0),
+		};
+		rc = nbds_out_put(out, &d, sizeof(d));
+	}
+	return rc;
 }
 
 uint32_t nbds_errno(int err)

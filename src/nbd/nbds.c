@@ -8,7 +8,14 @@
  *                 each request, reads a write's payload and queues the job.
  *   workers       (conf->threads per connection) run the jobs against fs/
  *                 and send each reply as soon as it is done, one at a time
- *                 under the connection's reply lock.
+ *                 under the connection's reply lock (all the chunks of a
+ *                 structured reply together).
+ *
+ * Structured replies, once negotiated: a READ is answered with OFFSET_HOLE
+ * chunks for the ranges fs_map reports as holes (and that read back as
+ * zeros) and OFFSET_DATA chunks for the rest; BLOCK_STATUS with one
+ * base:allocation chunk; every error with an ERROR chunk.  Other successes
+ * keep the simple reply, which the protocol allows.
  *
  * Shutdown: nbds_stop stops the acceptor, then shuts the read side of every
  * connection: the reader sees end of file, the workers answer what is
@@ -31,6 +38,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +56,13 @@
 /* CACHE reads the range in pieces of this size. */
 #define CACHE_CHUNK (1u << 20)
 
+/* BLOCK_STATUS describes at most this much of a request (the protocol lets
+ * the reply fall short; clients ask again for the rest), which bounds the
+ * time the walk holds the fs lock. */
+#define STATUS_MAX_LEN (256u << 20)
+
+#define CLEANUP_EXTENTS __attribute__((cleanup(nbds_extents_free)))
+
 struct job {
 	struct job *next;
 	struct nbds_req req;
@@ -59,6 +74,7 @@ struct conn {
 	struct conn *prev, *next; /* in s->conns, under s->lock */
 	int fd;                   /* under s->lock once listed */
 	char peer[64];
+	struct nbds_session ss; /* set by the handshake, then read-only */
 
 	/* The export, once selected (fixed for the transmission phase). */
 	int have_ino;
@@ -139,24 +155,49 @@ static int send_full(int fd, const void *buf, size_t len, int more)
 	return 0;
 }
 
-/* Send a simple reply and the data of a successful read.  A failed send
- * marks the connection broken and shuts the socket, which ends the reader. */
-static void send_reply(struct conn *c, uint32_t error, uint64_t cookie, const void *data,
-		       size_t len)
+/* Send the n parts of one reply in a row.  A failed send marks the
+ * connection broken and shuts the socket, which ends the reader. */
+static void send_parts(struct conn *c, const struct iovec *iov, size_t n)
 {
-	uint8_t hdr[NBDS_REPLY_LEN];
-	nbds_simple_reply(hdr, error, cookie);
 	LOCK_GUARD(&c->reply_lock);
 	if (c->broken)
 		return;
-	int rc = send_full(c->fd, hdr, sizeof(hdr), len > 0);
-	if (rc == 0 && len)
-		rc = send_full(c->fd, data, len, 0);
+	size_t end = n; /* after the last part with bytes: the one sent without MSG_MORE */
+	while (end > 0 && iov[end - 1].iov_len == 0)
+		end--;
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < end; i++)
+		if (iov[i].iov_len)
+			rc = send_full(c->fd, iov[i].iov_base, iov[i].iov_len, i + 1 < end);
 	if (rc < 0) {
 		log_debug("nbd: %s: cannot send a reply: %s; closing", c->peer, strerror(-rc));
 		c->broken = 1;
 		shutdown(c->fd, SHUT_RDWR);
 	}
+}
+
+/* Send a simple reply and the data of a successful read. */
+static void send_reply(struct conn *c, uint32_t error, uint64_t cookie, const void *data,
+		       size_t len)
+{
+	uint8_t hdr[NBDS_REPLY_LEN];
+	nbds_simple_reply(hdr, error, cookie);
+	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)data, len}};
+	send_parts(c, iov, 2);
+}
+
+/* Send an error reply: an ERROR chunk once structured replies are
+ * negotiated (a READ must not get a simple reply then), else a simple
+ * reply.  NBD error numbers are Linux errno values, hence strerror. */
+static void send_error(struct conn *c, uint32_t error, uint64_t cookie)
+{
+	if (!c->ss.structured) {
+		send_reply(c, error, cookie, NULL, 0);
+		return;
+	}
+	uint8_t buf[NBDS_ERROR_CHUNK_MAX];
+	struct iovec iov = {buf, nbds_error_chunk(buf, cookie, error, strerror((int)error))};
+	send_parts(c, &iov, 1);
 }
 
 /* ---- exports: the regular files of /.nbd ---- */
@@ -234,13 +275,13 @@ static int handshake(struct conn *c)
 	uint8_t greeting[NBDS_GREETING_LEN], cflags[4], hdr[NBDS_OPT_HDR_LEN];
 	uint8_t data[NBDS_MAX_OPTLEN];
 	struct nbds_exports ex = {ex_lookup, ex_list, c};
-	int no_zeroes, rc;
+	int rc;
 
 	nbds_greeting(greeting);
 	if (send_full(c->fd, greeting, sizeof(greeting), 0) < 0 ||
 	    recv_full(c->fd, cflags, sizeof(cflags)) < 0)
 		return -1;
-	if (nbds_parse_client_flags(cflags, &no_zeroes) < 0) {
+	if (nbds_parse_client_flags(cflags, &c->ss.no_zeroes) < 0) {
 		log_warn("nbd: %s: unknown client flags; closing", c->peer);
 		return -1;
 	}
@@ -258,7 +299,7 @@ static int handshake(struct conn *c)
 			return -1;
 		struct nbds_out out = {0};
 		enum nbds_next next;
-		rc = nbds_handle_option(option, data, len, no_zeroes, &ex, &out, &next);
+		rc = nbds_handle_option(option, data, len, &c->ss, &ex, &out, &next);
 		if (rc == 0)
 			rc = send_full(c->fd, out.buf, out.len, 0);
 		nbds_out_free(&out);
@@ -289,26 +330,132 @@ static int cache_range(struct fs *fs, uint64_t ino, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* Read [off, off + len) into buf; what lies past the end of the file (it
+ * shrank since the export was selected) reads as zeros.  0 or -errno. */
+static int read_range(struct conn *c, uint64_t off, uint32_t len, uint8_t *buf)
+{
+	ssize_t n = fs_read(c->s->fs, c->ino, off, len, buf);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n < len)
+		memset(buf + n, 0, len - (size_t)n);
+	return 0;
+}
+
+struct map_ctx {
+	struct nbds_extents x;
+	int one; /* stop after the first run */
+	int rc;
+};
+
+static int map_run(void *arg, uint64_t off, uint64_t len, int data)
+{
+	struct map_ctx *m = arg;
+	m->rc = nbds_extents_add(&m->x, off, (uint32_t)len, !data);
+	return m->rc < 0 || m->one;
+}
+
+/* The allocation of [off, off + len) as extents in *x (only the first with
+ * one set).  What lies past the end of the file is a hole.  0 or -errno. */
+static int map_range(struct conn *c, uint64_t off, uint32_t len, int one,
+		     struct nbds_extents *x)
+{
+	struct map_ctx m = {.one = one};
+	int rc = fs_map(c->s->fs, c->ino, off, len, map_run, &m);
+	if (rc == 0)
+		rc = m.rc;
+	uint64_t end = m.x.n ? m.x.e[m.x.n - 1].off + m.x.e[m.x.n - 1].len : off;
+	if (rc == 0 && end < off + len && !(one && m.x.n))
+		rc = nbds_extents_add(&m.x, end, (uint32_t)(off + len - end), 1);
+	*x = m.x;
+	return rc;
+}
+
+static int all_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
+/* A READ with structured replies: the map first, then the data, so that a
+ * hole is only reported where the bytes read are zeros (a write racing
+ * with the read makes a hole data, never the other way round). */
+static int read_structured(struct conn *c, const struct nbds_req *r)
+{
+	CLEANUP_EXTENTS struct nbds_extents map = {0}, x = {0};
+	CLEANUP_FREE uint8_t *data = malloc(r->count);
+	if (!data)
+		return -ENOMEM;
+	int rc = 0, df = !!(r->flags & NBD_CMD_FLAG_DF);
+	if (!df)
+		rc = map_range(c, r->offset, r->count, 0, &map);
+	if (rc == 0)
+		rc = read_range(c, r->offset, r->count, data);
+	if (rc < 0)
+		return rc;
+	if (df) /* one data chunk */
+		rc = nbds_extents_add(&x, r->offset, r->count, 0);
+	for (size_t i = 0; rc == 0 && i < map.n; i++) {
+		const struct nbds_extent *e = &map.e[i];
+		int hole = e->hole && all_zero(data + (e->off - r->offset), e->len);
+		rc = nbds_extents_add(&x, e->off, e->len, hole);
+	}
+	if (rc < 0)
+		return rc;
+	CLEANUP_FREE uint8_t *hdrs = malloc(x.n * NBDS_CONTENT_HDR_MAX);
+	CLEANUP_FREE struct iovec *iov = calloc(x.n * 2, sizeof(*iov));
+	if (!hdrs || !iov)
+		return -ENOMEM;
+	size_t n = 0;
+	for (size_t i = 0; i < x.n; i++) {
+		const struct nbds_extent *e = &x.e[i];
+		uint8_t *h = hdrs + i * NBDS_CONTENT_HDR_MAX;
+		iov[n++] = (struct iovec){h, nbds_content_header(h, r->cookie, e, i + 1 == x.n)};
+		if (!e->hole)
+			iov[n++] = (struct iovec){data + (e->off - r->offset), e->len};
+	}
+	send_parts(c, iov, n);
+	return 0;
+}
+
+/* BLOCK_STATUS for base:allocation (the only context there is). */
+static int block_status(struct conn *c, const struct nbds_req *r)
+{
+	CLEANUP_EXTENTS struct nbds_extents x = {0};
+	int rc = map_range(c, r->offset, MIN(r->count, STATUS_MAX_LEN),
+			   !!(r->flags & NBD_CMD_FLAG_REQ_ONE), &x);
+	if (rc < 0)
+		return rc;
+	struct nbds_out out = {0};
+	rc = nbds_put_block_status(&out, r->cookie, x.e, x.n);
+	if (rc == 0) {
+		struct iovec iov = {out.buf, out.len};
+		send_parts(c, &iov, 1);
+	}
+	nbds_out_free(&out);
+	return rc;
+}
+
 static void run_job(struct conn *c, struct job *j)
 {
 	struct nbds *s = c->s;
 	const struct nbds_req *r = &j->req;
 	CLEANUP_FREE void *data = NULL;
-	int rc = 0, changed = 0;
+	int rc = 0, changed = 0, replied = 0;
 	ssize_t n;
 
 	switch (r->type) {
 	case NBD_CMD_READ:
-		data = malloc(r->count);
-		if (!data) {
-			rc = -ENOMEM;
+		if (c->ss.structured) {
+			rc = read_structured(c, r);
+			replied = rc == 0;
 			break;
 		}
-		n = fs_read(s->fs, c->ino, r->offset, r->count, data);
-		if (n < 0)
-			rc = (int)n;
-		else if ((size_t)n < r->count) /* the file shrank since negotiation */
-			memset((uint8_t *)data + n, 0, r->count - (size_t)n);
+		data = malloc(r->count);
+		rc = data ? read_range(c, r->offset, r->count, data) : -ENOMEM;
+		break;
+	case NBD_CMD_BLOCK_STATUS:
+		rc = block_status(c, r);
+		replied = rc == 0;
 		break;
 	case NBD_CMD_WRITE:
 		changed = 1;
@@ -348,8 +495,10 @@ static void run_job(struct conn *c, struct job *j)
 	if (rc < 0)
 		log_debug("nbd: %s: command %u at %" PRIu64 "+%" PRIu32 ": %s", c->peer, r->type,
 			  r->offset, r->count, strerror(-rc));
-	send_reply(c, nbds_errno(-rc), r->cookie, data,
-		   rc == 0 && r->type == NBD_CMD_READ ? r->count : 0);
+	if (rc < 0)
+		send_error(c, nbds_errno(-rc), r->cookie);
+	else if (!replied)
+		send_reply(c, 0, r->cookie, data, r->type == NBD_CMD_READ ? r->count : 0);
 }
 
 static uint64_t job_bytes(const struct nbds_req *r)
@@ -417,7 +566,7 @@ static int read_request(struct conn *c)
 		log_warn("nbd: %s: bad request magic; closing", c->peer);
 		return -1;
 	}
-	uint32_t err = nbds_check_request(&r, c->size, &close_now);
+	uint32_t err = nbds_check_request(&r, c->size, &c->ss, &close_now);
 	if (close_now) {
 		log_warn("nbd: %s: write of %" PRIu32 " bytes exceeds the %u byte limit; closing",
 			 c->peer, r.count, NBDS_MAX_PAYLOAD);
@@ -440,13 +589,13 @@ static int read_request(struct conn *c)
 	}
 	if (err) {
 		free(payload);
-		send_reply(c, err, r.cookie, NULL, 0);
+		send_error(c, err, r.cookie);
 		return 0;
 	}
 	struct job *j = calloc(1, sizeof(*j));
 	if (!j) {
 		free(payload);
-		send_reply(c, NBD_ENOMEM, r.cookie, NULL, 0);
+		send_error(c, NBD_ENOMEM, r.cookie);
 		return 0;
 	}
 	j->req = r;

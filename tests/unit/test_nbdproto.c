@@ -1,7 +1,9 @@
 /* test_nbdproto.c: unit tests of the NBD protocol logic (src/nbd/nbdproto.c)
  * with known byte vectors: the greeting, client flags, option headers, every
  * option the server knows and some it does not, malformed option data,
- * request parsing and checking, and the errno mapping. */
+ * structured replies and the base:allocation metadata context, request
+ * parsing and checking, the encoding of simple and structured replies, and
+ * the errno mapping. */
 #include "config.h"
 
 #include <errno.h>
@@ -36,11 +38,17 @@ static int fake_list(void *arg, int (*emit)(void *ctx, const char *name), void *
 
 static const struct nbds_exports ex = {fake_lookup, fake_list, NULL};
 static struct nbds_out out;
+/* The session of the option tests (NO_ZEROES set) and of the request
+ * checks (nothing negotiated) unless a test changes them. */
+static struct nbds_session ss, req_ss;
 
 static void setup(void)
 {
 	selected = 0;
 	memset(&out, 0, sizeof(out));
+	memset(&ss, 0, sizeof(ss));
+	memset(&req_ss, 0, sizeof(req_ss));
+	ss.no_zeroes = 1;
 }
 
 static void teardown(void)
@@ -146,7 +154,7 @@ Test(nbdproto, go_known_export)
 	uint8_t d[64];
 	size_t len = go_data(d, "disk", 1);
 	enum nbds_next next;
-	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, 1, &ex, &out, &next), 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
 	cr_assert_eq(next, NBDS_NEXT_TRANSMIT);
 	cr_assert_eq(selected, 1);
 	size_t pos = 0;
@@ -165,7 +173,7 @@ Test(nbdproto, info_does_not_select)
 	uint8_t d[64];
 	size_t len = go_data(d, "other", 0);
 	enum nbds_next next;
-	cr_assert_eq(nbds_handle_option(NBD_OPT_INFO, d, (uint32_t)len, 1, &ex, &out, &next), 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_INFO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
 	cr_assert_eq(next, NBDS_NEXT_OPTION);
 	cr_assert_eq(selected, 0);
 	size_t pos = 0;
@@ -180,16 +188,16 @@ Test(nbdproto, go_unknown_and_failing_exports)
 	uint8_t d[64];
 	enum nbds_next next;
 	size_t pos = 0, len = go_data(d, "nothere", 0);
-	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, 1, &ex, &out, &next), 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
 	cr_assert_eq(next, NBDS_NEXT_OPTION);
 	cr_assert_eq(be32(out.buf + 12), NBD_REP_ERR_UNKNOWN);
 	pos = out.len;
 	len = go_data(d, "../x", 0);
-	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, 1, &ex, &out, &next), 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
 	cr_assert_eq(be32(out.buf + pos + 12), NBD_REP_ERR_UNKNOWN);
 	pos = out.len;
 	len = go_data(d, "broken", 0);
-	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, 1, &ex, &out, &next), 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
 	cr_assert_eq(be32(out.buf + pos + 12), NBD_REP_ERR_PLATFORM);
 	cr_assert_eq(selected, 0);
 }
@@ -217,7 +225,7 @@ Test(nbdproto, go_malformed)
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		nbds_out_free(&out);
-		cr_assert_eq(nbds_handle_option(NBD_OPT_GO, cases[i].d, cases[i].len, 1, &ex, &out,
+		cr_assert_eq(nbds_handle_option(NBD_OPT_GO, cases[i].d, cases[i].len, &ss, &ex, &out,
 						&next),
 			     0);
 		cr_assert_eq(next, NBDS_NEXT_OPTION, "case %zu", i);
@@ -229,7 +237,7 @@ Test(nbdproto, go_malformed)
 Test(nbdproto, list)
 {
 	enum nbds_next next;
-	cr_assert_eq(nbds_handle_option(NBD_OPT_LIST, NULL, 0, 1, &ex, &out, &next), 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_LIST, NULL, 0, &ss, &ex, &out, &next), 0);
 	cr_assert_eq(next, NBDS_NEXT_OPTION);
 	size_t pos = 0;
 	const uint8_t *p = expect_reply(&pos, NBD_OPT_LIST, NBD_REP_SERVER, 8);
@@ -239,7 +247,7 @@ Test(nbdproto, list)
 	expect_reply(&pos, NBD_OPT_LIST, NBD_REP_ACK, 0);
 	cr_assert_eq(pos, out.len);
 	nbds_out_free(&out);
-	cr_assert_eq(nbds_handle_option(NBD_OPT_LIST, (const uint8_t *)"x", 1, 1, &ex, &out, &next),
+	cr_assert_eq(nbds_handle_option(NBD_OPT_LIST, (const uint8_t *)"x", 1, &ss, &ex, &out, &next),
 		     0);
 	cr_assert_eq(be32(out.buf + 12), NBD_REP_ERR_INVALID);
 }
@@ -247,21 +255,23 @@ Test(nbdproto, list)
 Test(nbdproto, export_name)
 {
 	enum nbds_next next;
-	cr_assert_eq(nbds_handle_option(NBD_OPT_EXPORT_NAME, (const uint8_t *)"disk", 4, 0, &ex,
+	ss.no_zeroes = 0;
+	cr_assert_eq(nbds_handle_option(NBD_OPT_EXPORT_NAME, (const uint8_t *)"disk", 4, &ss, &ex,
 					&out, &next),
 		     0);
+	ss.no_zeroes = 1;
 	cr_assert_eq(next, NBDS_NEXT_TRANSMIT);
 	cr_assert_eq(out.len, 8 + 2 + 124, "zeroes without NO_ZEROES");
 	static const uint8_t want[10] = {0, 0, 0, 0, 0, 0x10, 0, 0, 0x0d, 0x6d};
 	cr_assert_eq(memcmp(out.buf, want, 10), 0);
 	nbds_out_free(&out);
-	cr_assert_eq(nbds_handle_option(NBD_OPT_EXPORT_NAME, (const uint8_t *)"disk", 4, 1, &ex,
+	cr_assert_eq(nbds_handle_option(NBD_OPT_EXPORT_NAME, (const uint8_t *)"disk", 4, &ss, &ex,
 					&out, &next),
 		     0);
 	cr_assert_eq(out.len, 10, "no zeroes with NO_ZEROES");
 	nbds_out_free(&out);
 	/* No error reply exists for EXPORT_NAME: an unknown name closes. */
-	cr_assert_eq(nbds_handle_option(NBD_OPT_EXPORT_NAME, (const uint8_t *)"nope", 4, 1, &ex,
+	cr_assert_eq(nbds_handle_option(NBD_OPT_EXPORT_NAME, (const uint8_t *)"nope", 4, &ss, &ex,
 					&out, &next),
 		     0);
 	cr_assert_eq(next, NBDS_NEXT_CLOSE);
@@ -271,15 +281,15 @@ Test(nbdproto, export_name)
 Test(nbdproto, abort_and_unknown_options)
 {
 	enum nbds_next next;
-	cr_assert_eq(nbds_handle_option(NBD_OPT_ABORT, NULL, 0, 1, &ex, &out, &next), 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_ABORT, NULL, 0, &ss, &ex, &out, &next), 0);
 	cr_assert_eq(next, NBDS_NEXT_CLOSE);
 	size_t pos = 0;
 	expect_reply(&pos, NBD_OPT_ABORT, NBD_REP_ACK, 0);
-	const uint32_t unsup[] = {NBD_OPT_STARTTLS, NBD_OPT_STRUCTURED_REPLY,
-				  NBD_OPT_SET_META_CONTEXT, 4, 12345, 0xffffffff};
+	const uint32_t unsup[] = {NBD_OPT_STARTTLS, NBD_OPT_EXTENDED_HEADERS, 4, 12345,
+				  0xffffffff};
 	for (size_t i = 0; i < sizeof(unsup) / sizeof(unsup[0]); i++) {
 		nbds_out_free(&out);
-		cr_assert_eq(nbds_handle_option(unsup[i], (const uint8_t *)"abc", 3, 1, &ex, &out,
+		cr_assert_eq(nbds_handle_option(unsup[i], (const uint8_t *)"abc", 3, &ss, &ex, &out,
 						&next),
 			     0);
 		cr_assert_eq(next, NBDS_NEXT_OPTION);
@@ -312,7 +322,7 @@ static uint32_t check(uint16_t flags, uint16_t type, uint64_t off, uint32_t coun
 	struct nbds_req r;
 	mkreq(b, flags, type, off, count);
 	cr_assert_eq(nbds_parse_request(b, &r), 0);
-	return nbds_check_request(&r, 1 << 20, close);
+	return nbds_check_request(&r, 1 << 20, &req_ss, close);
 }
 
 Test(nbdproto, request_parse)
@@ -399,4 +409,348 @@ Test(nbdproto, errno_mapping)
 	cr_assert_eq(nbds_errno(ESHUTDOWN), NBD_ESHUTDOWN);
 	cr_assert_eq(nbds_errno(ENOENT), NBD_EIO);
 	cr_assert_eq(nbds_errno(ESTALE), NBD_EIO);
+}
+
+/* ---- structured replies and metadata contexts ---- */
+
+Test(nbdproto, structured_reply_option)
+{
+	enum nbds_next next;
+	cr_assert_eq(nbds_handle_option(NBD_OPT_STRUCTURED_REPLY, NULL, 0, &ss, &ex, &out, &next),
+		     0);
+	cr_assert_eq(next, NBDS_NEXT_OPTION);
+	cr_assert_eq(ss.structured, 1);
+	static const uint8_t ack[20] = {0x00, 0x03, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9, 0, 0,
+					0,    8,    0,    0,    0,    1,    0,    0,    0, 0};
+	cr_assert_eq(out.len, sizeof(ack));
+	cr_assert_eq(memcmp(out.buf, ack, sizeof(ack)), 0);
+	nbds_out_free(&out);
+	/* The option takes no data. */
+	struct nbds_session fresh = {0};
+	cr_assert_eq(nbds_handle_option(NBD_OPT_STRUCTURED_REPLY, (const uint8_t *)"x", 1, &fresh,
+					&ex, &out, &next),
+		     0);
+	cr_assert_eq(be32(out.buf + 12), NBD_REP_ERR_INVALID);
+	cr_assert_eq(fresh.structured, 0);
+}
+
+Test(nbdproto, go_with_structured_replies_offers_df)
+{
+	uint8_t d[64];
+	size_t len = go_data(d, "disk", 0);
+	enum nbds_next next;
+	ss.structured = 1;
+	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
+	size_t pos = 0;
+	const uint8_t *p = expect_reply(&pos, NBD_OPT_GO, NBD_REP_INFO, 12);
+	static const uint8_t info_export[12] = {0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0x0d, 0xed};
+	cr_assert_eq(memcmp(p, info_export, 12), 0, "flags 0x0ded: SEND_DF added");
+	nbds_out_free(&out);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_EXPORT_NAME, (const uint8_t *)"disk", 4, &ss, &ex,
+					&out, &next),
+		     0);
+	cr_assert_eq(out.len, 10);
+	cr_assert_eq(out.buf[8], 0x0d);
+	cr_assert_eq(out.buf[9], 0xed);
+}
+
+/* LIST/SET_META_CONTEXT data for name with nq queries. */
+static size_t meta_data(uint8_t *buf, const char *name, size_t nq, const char *const *q)
+{
+	size_t len = 0;
+	const char *s = name;
+	for (size_t i = 0; i <= nq; i++) {
+		size_t n = strlen(s);
+		uint32_t v = (uint32_t)n;
+		for (int k = 0; k < 4; k++)
+			buf[len++] = (uint8_t)(v >> (24 - 8 * k));
+		memcpy(buf + len, s, n);
+		len += n;
+		if (i == 0)
+			for (int k = 0; k < 4; k++)
+				buf[len++] = (uint8_t)(nq >> (24 - 8 * k));
+		if (i < nq)
+			s = q[i];
+	}
+	return len;
+}
+
+Test(nbdproto, set_meta_context_known_answer)
+{
+	static const uint8_t req[31] = {0, 0, 0, 4, 'd', 'i', 's', 'k', 0,   0,   0,
+					1, 0, 0, 0, 15,	 'b', 'a', 's', 'e', ':', 'a',
+					'l', 'l', 'o', 'c', 'a', 't', 'i', 'o', 'n'};
+	static const uint8_t want[59] = {
+		0x00, 0x03, 0xe8, 0x89, 0x04, 0x55, 0x65, 0xa9, 0,   0,   0,   10,  0,   0,   0,
+		4,    0,    0,    0,    19,   0,    0,    0,    1,   'b', 'a', 's', 'e', ':', 'a',
+		'l',  'l',  'o',  'c',  'a',  't',  'i',  'o',  'n', 0x00, 0x03, 0xe8, 0x89, 0x04,
+		0x55, 0x65, 0xa9, 0,    0,    0,    10,   0,    0,   0,   1,   0,   0,   0,   0};
+	uint8_t d[64];
+	static const char *const q[] = {NBDS_BASE_ALLOCATION};
+	cr_assert_eq(meta_data(d, "disk", 1, q), sizeof(req));
+	cr_assert_eq(memcmp(d, req, sizeof(req)), 0, "meta_data builds the wire layout");
+	enum nbds_next next;
+	ss.structured = 1;
+	cr_assert_eq(nbds_handle_option(NBD_OPT_SET_META_CONTEXT, req, sizeof(req), &ss, &ex, &out,
+					&next),
+		     0);
+	cr_assert_eq(next, NBDS_NEXT_OPTION);
+	cr_assert_eq(out.len, sizeof(want));
+	cr_assert_eq(memcmp(out.buf, want, sizeof(want)), 0);
+	cr_assert_eq(ss.base_alloc, 1);
+	cr_assert_str_eq(ss.meta_export, "disk");
+	cr_assert_eq(selected, 0, "SET_META_CONTEXT only looks the export up");
+}
+
+Test(nbdproto, meta_context_needs_structured_replies)
+{
+	uint8_t d[64];
+	static const char *const q[] = {NBDS_BASE_ALLOCATION};
+	size_t len = meta_data(d, "disk", 1, q);
+	enum nbds_next next;
+	const uint32_t opts[] = {NBD_OPT_SET_META_CONTEXT, NBD_OPT_LIST_META_CONTEXT};
+	for (size_t i = 0; i < 2; i++) {
+		nbds_out_free(&out);
+		cr_assert_eq(nbds_handle_option(opts[i], d, (uint32_t)len, &ss, &ex, &out, &next),
+			     0);
+		cr_assert_eq(be32(out.buf + 12), NBD_REP_ERR_INVALID);
+		cr_assert_eq(out.len, 20 + be32(out.buf + 16), "one error reply");
+	}
+	cr_assert_eq(ss.base_alloc, 0);
+}
+
+/* Run a LIST or SET and return how many META_CONTEXT replies came before the
+ * final ACK (-1: the final reply was an error, its type in *err). */
+static int meta_run(uint32_t option, size_t nq, const char *const *q, const char *name,
+		    uint32_t *err)
+{
+	uint8_t d[256];
+	size_t len = meta_data(d, name, nq, q);
+	enum nbds_next next;
+	nbds_out_free(&out);
+	cr_assert_eq(nbds_handle_option(option, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
+	size_t pos = 0;
+	int n = 0;
+	for (;;) {
+		cr_assert_geq(out.len, pos + 20);
+		uint32_t type = be32(out.buf + pos + 12), rlen = be32(out.buf + pos + 16);
+		if (type != NBD_REP_META_CONTEXT) {
+			cr_assert_eq(pos + 20 + rlen, out.len, "the last reply ends the output");
+			*err = type;
+			return type == NBD_REP_ACK ? n : -1;
+		}
+		const uint8_t *p = out.buf + pos + 20;
+		cr_assert_eq(rlen, 4 + strlen(NBDS_BASE_ALLOCATION));
+		cr_assert_eq(memcmp(p + 4, NBDS_BASE_ALLOCATION, rlen - 4), 0);
+		cr_assert_eq(be32(p), option == NBD_OPT_LIST_META_CONTEXT ? 0 : NBDS_BASE_ALLOCATION_ID);
+		pos += 20 + rlen;
+		n++;
+	}
+}
+
+Test(nbdproto, meta_context_queries)
+{
+	uint32_t err;
+	ss.structured = 1;
+	static const char *const all[] = {"base:"}, *const other[] = {"x-foo:bar"},
+				 *const two[] = {"x-foo:bar", NBDS_BASE_ALLOCATION},
+				 *const exact[] = {NBDS_BASE_ALLOCATION};
+	/* LIST: no query lists everything, a namespace lists its contexts. */
+	cr_assert_eq(meta_run(NBD_OPT_LIST_META_CONTEXT, 0, NULL, "disk", &err), 1);
+	cr_assert_eq(meta_run(NBD_OPT_LIST_META_CONTEXT, 1, all, "disk", &err), 1);
+	cr_assert_eq(meta_run(NBD_OPT_LIST_META_CONTEXT, 1, other, "disk", &err), 0);
+	cr_assert_eq(ss.base_alloc, 0, "LIST selects nothing");
+	/* SET: only the full name selects; an unknown context is ignored. */
+	cr_assert_eq(meta_run(NBD_OPT_SET_META_CONTEXT, 0, NULL, "disk", &err), 0);
+	cr_assert_eq(ss.base_alloc, 0);
+	cr_assert_eq(meta_run(NBD_OPT_SET_META_CONTEXT, 1, all, "disk", &err), 0);
+	cr_assert_eq(ss.base_alloc, 0);
+	cr_assert_eq(meta_run(NBD_OPT_SET_META_CONTEXT, 2, two, "disk", &err), 1);
+	cr_assert_eq(ss.base_alloc, 1);
+	/* A later SET replaces the selection. */
+	cr_assert_eq(meta_run(NBD_OPT_SET_META_CONTEXT, 1, other, "disk", &err), 0);
+	cr_assert_eq(ss.base_alloc, 0);
+	/* Unknown or failing exports. */
+	cr_assert_eq(meta_run(NBD_OPT_SET_META_CONTEXT, 1, exact, "nothere", &err), -1);
+	cr_assert_eq(err, NBD_REP_ERR_UNKNOWN);
+	cr_assert_eq(meta_run(NBD_OPT_LIST_META_CONTEXT, 1, exact, "../x", &err), -1);
+	cr_assert_eq(err, NBD_REP_ERR_UNKNOWN);
+	cr_assert_eq(meta_run(NBD_OPT_SET_META_CONTEXT, 1, exact, "broken", &err), -1);
+	cr_assert_eq(err, NBD_REP_ERR_PLATFORM);
+	cr_assert_eq(ss.base_alloc, 0);
+}
+
+Test(nbdproto, meta_context_malformed)
+{
+	enum nbds_next next;
+	ss.structured = 1;
+	/* Query count beyond the data. */
+	static const uint8_t count[] = {0, 0, 0, 4, 'd', 'i', 's', 'k', 0, 0, 0, 2,
+					0, 0, 0, 1, 'x'};
+	/* Query length beyond the data. */
+	static const uint8_t qlen[] = {0, 0, 0, 4, 'd', 'i', 's', 'k', 0, 0, 0, 1,
+				       0, 0, 0, 9, 'b', 'a', 's', 'e'};
+	/* Half a query length. */
+	static const uint8_t half[] = {0, 0, 0, 4, 'd', 'i', 's', 'k', 0, 0, 0, 1, 0, 0};
+	/* Trailing bytes after the queries. */
+	static const uint8_t trail[] = {0, 0, 0, 4, 'd', 'i', 's', 'k', 0, 0, 0, 0, 'z'};
+	/* A NUL in a query. */
+	static const uint8_t nul[] = {0, 0, 0, 4, 'd', 'i', 's', 'k', 0, 0, 0, 1,
+				      0, 0, 0, 2, 'b', 0};
+	/* Name length beyond the data; no room for the query count. */
+	static const uint8_t name[] = {0, 0, 0, 9, 'd', 'i', 's', 'k', 0, 0, 0, 0};
+	static const uint8_t tiny[] = {0, 0, 0, 0, 0, 0, 0};
+	const struct {
+		const uint8_t *d;
+		uint32_t len;
+	} cases[] = {
+		{count, sizeof(count)}, {qlen, sizeof(qlen)}, {half, sizeof(half)},
+		{trail, sizeof(trail)}, {nul, sizeof(nul)},   {name, sizeof(name)},
+		{tiny, sizeof(tiny)},	{NULL, 0},
+	};
+	const uint32_t opts[] = {NBD_OPT_SET_META_CONTEXT, NBD_OPT_LIST_META_CONTEXT};
+	for (size_t o = 0; o < 2; o++)
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			ss.base_alloc = 1;
+			nbds_out_free(&out);
+			cr_assert_eq(nbds_handle_option(opts[o], cases[i].d, cases[i].len, &ss, &ex,
+							&out, &next),
+				     0);
+			cr_assert_eq(next, NBDS_NEXT_OPTION);
+			cr_assert_eq(be32(out.buf + 12), NBD_REP_ERR_INVALID, "option %u case %zu",
+				     opts[o], i);
+			if (opts[o] == NBD_OPT_SET_META_CONTEXT)
+				cr_assert_eq(ss.base_alloc, 0, "a failed SET selects nothing");
+		}
+}
+
+Test(nbdproto, contexts_follow_the_export)
+{
+	uint8_t d[64];
+	enum nbds_next next;
+	ss.structured = 1;
+	ss.base_alloc = 1;
+	strcpy(ss.meta_export, "disk");
+	size_t len = go_data(d, "other", 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_INFO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
+	cr_assert_eq(ss.base_alloc, 1, "INFO changes nothing");
+	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
+	cr_assert_eq(next, NBDS_NEXT_TRANSMIT);
+	cr_assert_eq(ss.base_alloc, 0, "contexts were set for another export");
+	ss.base_alloc = 1;
+	len = go_data(d, "disk", 0);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_GO, d, (uint32_t)len, &ss, &ex, &out, &next), 0);
+	cr_assert_eq(ss.base_alloc, 1);
+	cr_assert_eq(nbds_handle_option(NBD_OPT_EXPORT_NAME, (const uint8_t *)"other", 5, &ss, &ex,
+					&out, &next),
+		     0);
+	cr_assert_eq(ss.base_alloc, 0);
+}
+
+Test(nbdproto, request_checks_structured)
+{
+	int cl;
+	/* Structured replies: DF on READ, nothing more. */
+	req_ss.structured = 1;
+	cr_assert_eq(check(NBD_CMD_FLAG_DF, NBD_CMD_READ, 0, 512, &cl), 0);
+	cr_assert_eq(check(NBD_CMD_FLAG_DF | NBD_CMD_FLAG_FUA, NBD_CMD_READ, 0, 512, &cl), 0);
+	cr_assert_eq(check(NBD_CMD_FLAG_REQ_ONE, NBD_CMD_READ, 0, 512, &cl), NBD_EINVAL);
+	cr_assert_eq(check(NBD_CMD_FLAG_DF, NBD_CMD_WRITE, 0, 512, &cl), NBD_EINVAL);
+	cr_assert_eq(check(0, NBD_CMD_BLOCK_STATUS, 0, 512, &cl), NBD_EINVAL,
+		     "no context selected");
+	/* With base:allocation. */
+	req_ss.base_alloc = 1;
+	cr_assert_eq(check(0, NBD_CMD_BLOCK_STATUS, 0, 1 << 20, &cl), 0);
+	cr_assert_eq(check(NBD_CMD_FLAG_REQ_ONE, NBD_CMD_BLOCK_STATUS, 4096, 1, &cl), 0);
+	cr_assert_eq(check(NBD_CMD_FLAG_FUA, NBD_CMD_BLOCK_STATUS, 0, 512, &cl), 0);
+	cr_assert_eq(check(NBD_CMD_FLAG_DF, NBD_CMD_BLOCK_STATUS, 0, 512, &cl), NBD_EINVAL);
+	cr_assert_eq(check(0, NBD_CMD_BLOCK_STATUS, 0, 0, &cl), NBD_EINVAL);
+	cr_assert_eq(check(0, NBD_CMD_BLOCK_STATUS, 1 << 20, 1, &cl), NBD_EINVAL);
+	cr_assert_eq(check(0, NBD_CMD_BLOCK_STATUS, 0, UINT32_MAX, &cl), NBD_EINVAL);
+	cr_assert_eq(check(0, NBD_CMD_BLOCK_STATUS, UINT64_MAX, 2, &cl), NBD_EINVAL);
+	cr_assert_eq(cl, 0);
+	/* A context without structured replies cannot happen, but is refused. */
+	req_ss.structured = 0;
+	cr_assert_eq(check(0, NBD_CMD_BLOCK_STATUS, 0, 512, &cl), NBD_EINVAL);
+}
+
+static const uint8_t cookie_bytes[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+#define COOKIE 0x0102030405060708ULL
+
+Test(nbdproto, chunk_header)
+{
+	uint8_t b[NBDS_CHUNK_LEN];
+	nbds_chunk_header(b, NBD_REPLY_FLAG_DONE, NBD_REPLY_TYPE_NONE, COOKIE, 0);
+	static const uint8_t want[NBDS_CHUNK_LEN] = {0x66, 0x8e, 0x33, 0xef, 0, 1, 0, 0, 1, 2,
+						     3,	   4,	 5,    6,    7, 8, 0, 0, 0, 0};
+	cr_assert_eq(memcmp(b, want, sizeof(want)), 0);
+}
+
+Test(nbdproto, content_headers)
+{
+	uint8_t b[NBDS_CONTENT_HDR_MAX];
+	struct nbds_extent hole = {.off = 0x10000, .len = 0x20000, .hole = 1};
+	cr_assert_eq(nbds_content_header(b, COOKIE, &hole, 1), 32);
+	static const uint8_t want_hole[32] = {
+		0x66, 0x8e, 0x33, 0xef, 0, 1, 0, 2, 1, 2, 3, 4, 5,    6, 7, 8,
+		0,    0,    0,    12,   0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0};
+	cr_assert_eq(memcmp(b, want_hole, sizeof(want_hole)), 0, "OFFSET_HOLE, DONE");
+	struct nbds_extent data = {.off = 0x200, .len = 0x1000, .hole = 0};
+	cr_assert_eq(nbds_content_header(b, COOKIE, &data, 0), 28);
+	static const uint8_t want_data[28] = {0x66, 0x8e, 0x33, 0xef, 0, 0, 0, 1, 1, 2,
+					      3,    4,	  5,    6,    7, 8, 0, 0, 0x10, 0x08,
+					      0,    0,	  0,    0,    0, 0, 2, 0};
+	cr_assert_eq(memcmp(b, want_data, sizeof(want_data)), 0, "OFFSET_DATA, length 8 + data");
+}
+
+Test(nbdproto, error_chunk)
+{
+	uint8_t b[NBDS_ERROR_CHUNK_MAX];
+	cr_assert_eq(nbds_error_chunk(b, COOKIE, NBD_EINVAL, "bad"), 29);
+	static const uint8_t want[29] = {0x66, 0x8e, 0x33, 0xef, 0, 1, 0x80, 1,   1,   2,
+					 3,    4,    5,    6,    7, 8, 0,    0,   0,   9,
+					 0,    0,    0,    22,   0, 3, 'b',  'a', 'd'};
+	cr_assert_eq(memcmp(b, want, sizeof(want)), 0);
+	char longmsg[300];
+	memset(longmsg, 'm', sizeof(longmsg) - 1);
+	longmsg[sizeof(longmsg) - 1] = 0;
+	cr_assert_eq(nbds_error_chunk(b, COOKIE, NBD_EIO, longmsg), NBDS_ERROR_CHUNK_MAX);
+	cr_assert_eq(be32(b + 16), 6 + NBDS_ERROR_MSG_MAX);
+	cr_assert_eq(b[24], 0);
+	cr_assert_eq(b[25], NBDS_ERROR_MSG_MAX);
+}
+
+Test(nbdproto, block_status_chunk)
+{
+	const struct nbds_extent e[] = {{0, 0x10000, 0}, {0x10000, 0x30000, 1}};
+	cr_assert_eq(nbds_put_block_status(&out, COOKIE, e, 2), 0);
+	static const uint8_t want[40] = {
+		0x66, 0x8e, 0x33, 0xef, 0, 1, 0, 5, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 20,
+		0,    0,    0,    1,    0, 1, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 3};
+	cr_assert_eq(out.len, sizeof(want));
+	cr_assert_eq(memcmp(out.buf, want, sizeof(want)), 0,
+		     "ctx 1; 64 KiB data; 192 KiB HOLE|ZERO");
+	cr_assert_eq(memcmp(out.buf + 8, cookie_bytes, 8), 0);
+	cr_assert_eq(nbds_put_block_status(&out, COOKIE, e, 0), -EINVAL);
+}
+
+Test(nbdproto, extents_merge)
+{
+	struct nbds_extents x = {0};
+	cr_assert_eq(nbds_extents_add(&x, 0, 100, 0), 0);
+	cr_assert_eq(nbds_extents_add(&x, 100, 50, 0), 0);
+	cr_assert_eq(x.n, 1, "contiguous, same kind: merged");
+	cr_assert_eq(x.e[0].len, 150);
+	cr_assert_eq(nbds_extents_add(&x, 150, 10, 1), 0);
+	cr_assert_eq(nbds_extents_add(&x, 200, 5, 1), 0);
+	cr_assert_eq(x.n, 3, "another kind, then a gap: not merged");
+	cr_assert_eq(nbds_extents_add(&x, 205, UINT32_MAX - 2, 1), 0);
+	cr_assert_eq(x.n, 4, "the sum would overflow 32 bits");
+	for (int i = 0; i < 40; i++) /* grows past the first allocation */
+		cr_assert_eq(nbds_extents_add(&x, 1ULL << 40 | (uint64_t)i * 2, 1, i & 1), 0);
+	cr_assert_eq(x.n, 44);
+	cr_assert_eq(x.e[43].off, 1ULL << 40 | 78);
+	nbds_extents_free(&x);
+	cr_assert_eq(x.n, 0);
+	cr_assert_null(x.e);
 }
