@@ -99,6 +99,17 @@ const struct cfg_opt cfg_opts[] = {
 	    .help = "milliseconds a dead segment object is kept after the barrier that "
 		    "dropped it, for reads that looked it up before; keep it above "
 		    "store_timeout_ms"),
+	OPT(ro, CFG_BOOL, .def = "false",
+	    .help = "mount read-only as a replica: take no lease, never write to the store, "
+		    "follow the writer's barriers every replica_poll_ms (any number of replicas "
+		    "may mount the store while one writer runs); no NBD server"),
+	OPT(snapshot, CFG_STRING, .def = NULL,
+	    .help = "mount this snapshot (see 'zerofs-fuse snapshot') read-only, beside a "
+		    "running writer if need be; implies ro, without following"),
+	OPT(replica_poll_ms, CFG_INT, .def = "2000", .min = 100, .max = 3600000,
+	    .help = "milliseconds between a replica's polls for the writer's new index logs: "
+		    "its lag behind the writer's barriers is about this much; keep it well "
+		    "below the writer's gc_grace_ms"),
 	OPT(force_takeover, CFG_BOOL, .def = "false",
 	    .help = "take the store's writer lease even when another mount holds it; the other "
 		    "mount is fenced: its next barrier fails with EIO and it writes nothing more"),

@@ -45,6 +45,9 @@ struct cfg {
 	int64_t gc_interval_ms;   /* background GC passes; 0: none */
 	int64_t gc_repack_live;   /* repack segments below this live percentage */
 	int64_t gc_grace_ms;      /* keep dead segment objects this long */
+	int ro;                   /* read-only replica */
+	char *snapshot;           /* mount this snapshot (read-only) */
+	int64_t replica_poll_ms;  /* replica's poll interval */
 	int force_takeover;       /* take the writer lease from its holder */
 	char *s3_endpoint;   /* NULL: AWS, https://s3.<region>.amazonaws.com */
 	char *s3_region;

@@ -52,6 +52,7 @@ static void usage(FILE *f)
 		   "  zerofs-fuse fsck [--repair] [-c CONFIG] [-o OPTIONS]\n"
 		   "  zerofs-fuse scrub [-c CONFIG] [-o OPTIONS]\n"
 		   "  zerofs-fuse gc MOUNTPOINT | gc [-c CONFIG] [-o OPTIONS]\n"
+		   "  zerofs-fuse snapshot create|list|info|delete -m MOUNTPOINT [NAME]\n"
 		   "  zerofs-fuse flush MOUNTPOINT\n"
 		   "  zerofs-fuse stats MOUNTPOINT\n"
 		   "  zerofs-fuse device create|list|resize|remove -m MOUNTPOINT [ARGS]\n"
@@ -66,6 +67,8 @@ static void usage(FILE *f)
 		   "gc: collect garbage now: on a mounted filesystem, or on the store.\n"
 		   "  fsck and scrub exit 0 when clean, 1 when problems are left, 2 when\n"
 		   "  they could not check.\n"
+		   "snapshot: named read-only point-in-time copies of the whole filesystem;\n"
+		   "  mount one with -o snapshot=NAME.\n"
 		   "flush: run a barrier on a mounted filesystem: everything written\n"
 		   "  before it is in the store when it returns 0.\n"
 		   "stats: print the statistics of a mounted filesystem.\n"
@@ -345,6 +348,10 @@ static int cmd_mount(struct cli *c)
 	log_init("zerofs-fuse", 0, log_level_of(c->cfg.log_level));
 	if (zfuse_check_mountpoint(c->mountpoint) < 0)
 		return 1;
+	int read_only = c->cfg.ro || (c->cfg.snapshot && *c->cfg.snapshot);
+	/* The kernel refuses every write to a read-only mount (EROFS). */
+	if (read_only && append_opts(&c->fuse_opts, "ro") < 0)
+		return 1;
 	struct zfuse *zf = zfuse_new(&c->cfg, c->fuse_opts, c->debug);
 	if (!zf)
 		return 1;
@@ -377,7 +384,8 @@ static int cmd_mount(struct cli *c)
 	}
 	struct nbds *nbd = NULL;
 	struct stats_http *sh = NULL;
-	if (zfuse_mount(zf, fs, c->mountpoint) < 0 || !(nbd = start_nbd(&c->cfg, fs, zf)) ||
+	if (zfuse_mount(zf, fs, c->mountpoint) < 0 ||
+	    (!read_only && !(nbd = start_nbd(&c->cfg, fs, zf))) ||
 	    (c->cfg.stats_listen && *c->cfg.stats_listen &&
 	     !(sh = stats_http_start(fs, c->cfg.stats_listen)))) {
 		nbds_stop(nbd);
@@ -590,6 +598,95 @@ static int cmd_gc(struct cli *c)
 	return close_offline(fs, rc < 0);
 }
 
+static void snapshot_usage(FILE *f)
+{
+	fprintf(f, "Usage:\n"
+		   "  zerofs-fuse snapshot create -m MOUNTPOINT NAME\n"
+		   "  zerofs-fuse snapshot list -m MOUNTPOINT\n"
+		   "  zerofs-fuse snapshot info -m MOUNTPOINT NAME\n"
+		   "  zerofs-fuse snapshot delete -m MOUNTPOINT NAME\n"
+		   "\n"
+		   "A snapshot is the whole filesystem as of a new barrier, read-only, sharing\n"
+		   "its data with the live filesystem (made in time proportional to the\n"
+		   "index, not the data).  Mount one with -o snapshot=NAME (read-only, beside\n"
+		   "the writer) and copy files out of it to restore them.  NAME: letters,\n"
+		   "digits, '.', '_', '-', up to 64, not starting with '.' or '-'.\n"
+		   "create, delete: root only.  See zerofs-fuse(8).\n");
+}
+
+static int cmd_snapshot(struct cli *c)
+{
+	const char *mnt = NULL, *verb = c->argc > 1 ? c->argv[1] : NULL;
+	int ch;
+	if (verb && (strcmp(verb, "-h") == 0 || strcmp(verb, "--help") == 0)) {
+		snapshot_usage(stdout);
+		return 0;
+	}
+	if (!verb || (strcmp(verb, "create") && strcmp(verb, "list") && strcmp(verb, "info") &&
+		      strcmp(verb, "delete"))) {
+		snapshot_usage(stderr);
+		return 1;
+	}
+	optind = 1;
+	while ((ch = getopt(c->argc - 1, c->argv + 1, "+m:h")) != -1) {
+		if (ch == 'm') {
+			mnt = optarg;
+		} else if (ch == 'h') {
+			snapshot_usage(stdout);
+			return 0;
+		} else {
+			snapshot_usage(stderr);
+			return 1;
+		}
+	}
+	int rest = c->argc - 1 - optind;
+	char **args = c->argv + 1 + optind;
+	int want = strcmp(verb, "list") ? 1 : 0;
+	if (!mnt || rest != want) {
+		fprintf(stderr, "zerofs-fuse snapshot %s: %s\n", verb,
+			!mnt ? "-m MOUNTPOINT is required" : want ? "give one snapshot name"
+								   : "no name is taken");
+		return 1;
+	}
+	if (strcmp(verb, "create") == 0 || strcmp(verb, "delete") == 0) {
+		char attr[64];
+		snprintf(attr, sizeof(attr), "trusted.zerofs.snapshot.%s", verb);
+		if (setxattr(mnt, attr, args[0], strlen(args[0]), 0) < 0) {
+			int e = errno;
+			fprintf(stderr, "zerofs-fuse snapshot %s %s: %s\n", verb, args[0],
+				e == EEXIST   ? "a snapshot of that name exists"
+				: e == ENOENT ? "no snapshot of that name"
+				: e == EINVAL ? "not a valid snapshot name"
+				: e == EROFS  ? "the mount is read-only"
+				: e == ENOTSUP ? "not a mounted zerofs-fuse filesystem"
+					       : strerror(e));
+			return 1;
+		}
+		return 0;
+	}
+	char buf[65536];
+	ssize_t n = getxattr(mnt, "trusted.zerofs.snapshots", buf, sizeof(buf) - 1);
+	if (n < 0) {
+		fprintf(stderr, "zerofs-fuse snapshot %s: %s: %s\n", verb, mnt,
+			errno == ENOTSUP || errno == ENODATA ? "not a mounted zerofs-fuse filesystem"
+							     : strerror(errno));
+		return 1;
+	}
+	buf[n] = '\0';
+	if (strcmp(verb, "list") == 0) {
+		fputs(buf, stdout);
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
+	size_t nl = strlen(args[0]);
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+		if (strncmp(line, args[0], nl) == 0 && line[nl] == ' ') {
+			printf("%s\n", line);
+			return fflush(stdout) == 0 ? 0 : 1;
+		}
+	fprintf(stderr, "zerofs-fuse snapshot info %s: no snapshot of that name\n", args[0]);
+	return 1;
+}
+
 static int cmd_device(struct cli *c)
 {
 	return dev_main(c->argc, c->argv);
@@ -606,6 +703,7 @@ static const struct command {
 	{"fsck", cmd_fsck, 0},
 	{"scrub", cmd_scrub, 0},
 	{"gc", cmd_gc, 2},
+	{"snapshot", cmd_snapshot, -1},
 	{"flush", cmd_flush, 1},
 	{"stats", cmd_stats, 1},
 	{"device", cmd_device, -1},

@@ -44,6 +44,14 @@ struct fs {
 	uint64_t reads, writes, read_bytes, write_bytes, syncs;
 	int kernel_times; /* the kernel keeps mtime/ctime of written files */
 	uint32_t epoch;   /* of this mount: the high half of its segment ids */
+	int read_only;    /* replica or snapshot mount: never writes to the store */
+	int replica;      /* follows the writer (snap.c) */
+	char *db_path;    /* the local index (per process for read-only mounts) */
+	uint64_t replica_poll_ms;
+	uint64_t replica_applied, replica_polls, replica_last_ok_ns;
+	pthread_t replica_thread;
+	int replica_running, replica_stop;
+	pthread_cond_t replica_cond; /* with gc_mutex */
 
 	/* Garbage collection (maint.c).  gc_mutex: one pass at a time, and
 	 * everything below. */
@@ -60,6 +68,9 @@ struct fs {
 	 * for long, and reading the statistics must not wait for it. */
 	struct fs_gc_report gc_shown;
 	uint64_t gc_passes_shown;
+	/* Segments the snapshots use (snap.c), under gc_mutex. */
+	struct snap_segs *snaps;
+	size_t nsnaps;
 	pthread_t gc_thread;
 	int gc_running, gc_stop;
 };
@@ -68,5 +79,20 @@ struct fs {
  * first barrier when gc_interval_ms > 0; stopped before the last barrier. */
 int fs_gc_start(struct fs *fs);
 void fs_gc_stop(struct fs *fs);
+
+/* snap.c */
+struct snap_segs {
+	char name[JNL_SNAP_NAME_MAX + 1];
+	uint64_t *segs; /* sorted */
+	size_t n;
+	int seen;
+};
+/* Refresh fs->snaps from the store's snapshots.  Caller holds gc_mutex. */
+int fs_snap_refresh(struct fs *fs);
+/* Does a snapshot use seg?  Caller holds gc_mutex. */
+int fs_snap_uses(struct fs *fs, uint64_t seg);
+void fs_snap_free(struct fs *fs);
+int fs_replica_start(struct fs *fs);
+void fs_replica_stop(struct fs *fs);
 
 #endif

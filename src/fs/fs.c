@@ -1123,6 +1123,7 @@ static int start_epoch(struct fs *fs, uint32_t *epoch)
 static void fs_free(struct fs *fs)
 {
 	fs_gc_stop(fs);
+	fs_replica_stop(fs);
 	jnl_free(fs->j);
 	data_free(fs->d);
 	if (fs->ix)
@@ -1136,10 +1137,22 @@ static void fs_free(struct fs *fs)
 			n = r->next;
 			free(r);
 		}
+	if (fs->read_only && fs->db_path) {
+		/* A read-only mount's index is its own: nothing to keep. */
+		char p[4200];
+		unlink(fs->db_path);
+		snprintf(p, sizeof(p), "%s-wal", fs->db_path);
+		unlink(p);
+		snprintf(p, sizeof(p), "%s-shm", fs->db_path);
+		unlink(p);
+	}
+	free(fs->db_path);
+	fs_snap_free(fs);
 	free(fs->cache_path);
 	free(fs->doomed);
 	sodium_memzero(&fs->key, sizeof(fs->key));
 	pthread_cond_destroy(&fs->gc_cond);
+	pthread_cond_destroy(&fs->replica_cond);
 	pthread_mutex_destroy(&fs->gc_mutex);
 	pthread_mutex_destroy(&fs->lock);
 	free(fs);
@@ -1188,6 +1201,7 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 	pthread_mutex_init(&fs->lock, NULL);
 	pthread_mutex_init(&fs->gc_mutex, NULL);
 	pthread_cond_init(&fs->gc_cond, NULL);
+	pthread_cond_init(&fs->replica_cond, NULL);
 	fs->gc_interval_ms = (uint64_t)cfg->gc_interval_ms;
 	fs->gc_grace_ms = (uint64_t)cfg->gc_grace_ms;
 	fs->gc_repack_live = (int)cfg->gc_repack_live;
@@ -1210,27 +1224,51 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 			  strerror(-rc));
 		goto fail;
 	}
-	rc = lock_cache(fs);
-	if (rc < 0)
-		goto fail;
-	/* The writer lease, before anything is read for writing: a second
-	 * writer is refused here, and a fenced one can write nothing more
-	 * through the guard store. */
-	rc = lease_take(fs->st, cfg->force_takeover, &fs->lease);
-	if (rc < 0)
-		goto fail;
-	struct store *guard = lease_guard(fs->lease, fs->st);
-	if (!guard) {
-		rc = -errno;
-		goto fail;
+	fs->read_only = cfg->ro || (cfg->snapshot && *cfg->snapshot);
+	fs->replica = fs->read_only && !(cfg->snapshot && *cfg->snapshot);
+	fs->replica_poll_ms = (uint64_t)cfg->replica_poll_ms;
+	uint64_t seq = 0, ckpt = 0;
+	if (fs->read_only) {
+		/* No lease and no lock: a read-only mount writes nothing to the
+		 * store, and its index is its own file, removed at close. */
+		if (asprintf(&fs->db_path, "%s/ro-%ld.db", fs->cache_path, (long)getpid()) < 0) {
+			fs->db_path = NULL;
+			rc = -ENOMEM;
+			goto fail;
+		}
+		if (fs->replica)
+			rc = jnl_recover(fs->st, &fs->key, fs->db_path, fs->fsid_hex, &fs->ix, &seq,
+					 &ckpt);
+		else
+			rc = jnl_load_snapshot(fs->st, &fs->key, cfg->snapshot, fs->db_path, &fs->ix,
+					       &seq);
+		if (rc < 0)
+			goto fail;
+	} else {
+		rc = lock_cache(fs);
+		if (rc < 0)
+			goto fail;
+		/* The writer lease, before anything is read for writing: a second
+		 * writer is refused here, and a fenced one can write nothing more
+		 * through the guard store. */
+		rc = lease_take(fs->st, cfg->force_takeover, &fs->lease);
+		if (rc < 0)
+			goto fail;
+		struct store *guard = lease_guard(fs->lease, fs->st);
+		if (!guard) {
+			rc = -errno;
+			goto fail;
+		}
+		fs->st = guard;
+		if (asprintf(&fs->db_path, "%s/index.db", fs->cache_path) < 0) {
+			fs->db_path = NULL;
+			rc = -ENOMEM;
+			goto fail;
+		}
+		rc = jnl_recover(fs->st, &fs->key, fs->db_path, fs->fsid_hex, &fs->ix, &seq, &ckpt);
+		if (rc < 0)
+			goto fail;
 	}
-	fs->st = guard;
-	char db[4200];
-	snprintf(db, sizeof(db), "%s/index.db", fs->cache_path);
-	uint64_t seq, ckpt;
-	rc = jnl_recover(fs->st, &fs->key, db, fs->fsid_hex, &fs->ix, &seq, &ckpt);
-	if (rc < 0)
-		goto fail;
 	int64_t format = 0;
 	if (idx_super_get(fs->ix, "format", &format) < 0 || format > FS_FORMAT) {
 		log_error("the index format %" PRId64 " is newer than this zerofs-fuse supports",
@@ -1246,12 +1284,14 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		.upload_threads = (int)cfg->store_parallel,
 		.store_wait_ms = (uint64_t)cfg->store_timeout_ms,
 	};
-	rc = start_epoch(fs, &dp.epoch);
-	fs->epoch = dp.epoch;
-	if (rc == 0)
-		rc = lease_set_epoch(fs->lease, dp.epoch);
-	if (rc < 0)
-		goto fail;
+	if (!fs->read_only) {
+		rc = start_epoch(fs, &dp.epoch);
+		fs->epoch = dp.epoch;
+		if (rc == 0)
+			rc = lease_set_epoch(fs->lease, dp.epoch);
+		if (rc < 0)
+			goto fail;
+	}
 	fs->d = data_new(fs->st, &fs->key, fs->ix, &fs->lock, &dp);
 	if (!fs->d) {
 		rc = -errno;
@@ -1261,11 +1301,23 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		.checkpoint_interval = (uint64_t)cfg->checkpoint_interval,
 		.barrier_interval_ms = (uint64_t)cfg->barrier_interval_ms,
 		.lease = fs->lease,
+		.read_only = fs->read_only,
 	};
+	if (fs->read_only)
+		jp.barrier_interval_ms = 0;
 	fs->j = jnl_new(fs->st, &fs->key, fs->ix, fs->d, &fs->lock, &jp, seq, ckpt);
 	if (!fs->j) {
 		rc = -errno;
 		goto fail;
+	}
+	if (fs->read_only) {
+		rc = fs->replica ? fs_replica_start(fs) : 0;
+		if (rc < 0)
+			goto fail;
+		log_info("mounted filesystem %s from %s read-only (%s, barrier %016" PRIx64 ")",
+			 fs->fsid_hex, fs->st->url,
+			 fs->replica ? "replica" : cfg->snapshot, seq);
+		return fs;
 	}
 	pthread_mutex_lock(&fs->lock);
 	rc = jnl_mark_clean(fs->j, 0);
@@ -1287,9 +1339,19 @@ fail:
 	return NULL;
 }
 
+int fs_read_only(struct fs *fs)
+{
+	return fs->read_only;
+}
+
 int fs_close(struct fs *fs)
 {
 	fs_gc_stop(fs);
+	if (fs->read_only) {
+		fs_replica_stop(fs);
+		fs_free(fs);
+		return 0;
+	}
 	int rc = jnl_sync(fs->j);
 	if (rc == 0) {
 		pthread_mutex_lock(&fs->lock);
@@ -1321,6 +1383,10 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out)
 	LOCK_GUARD(&fs->lock);
 	out->gc = fs->gc_shown;
 	out->gc_passes = fs->gc_passes_shown;
+	if (fs->replica) {
+		out->replica_lag_ms = (util_now_ns() - fs->replica_last_ok_ns) / 1000000;
+		out->replica_applied = fs->replica_applied;
+	}
 	data_get_stats(fs->d, &ds);
 	idx_inode_count(fs->ix, &out->inodes);
 	idx_live_bytes(fs->ix, &out->live_bytes);
@@ -1380,6 +1446,8 @@ char *fs_stats_text(struct fs *fs)
 		{"gc_blocks_moved", s.gc.moved_blocks},
 		{"gc_orphans_deleted", s.gc.orphans},
 		{"gc_deletes_waiting", s.gc.waiting},
+		{"replica_lag_ms", s.replica_lag_ms},
+		{"replica_applied", s.replica_applied},
 		{"store_gets", s.store.gets},
 		{"store_puts", s.store.puts},
 		{"store_deletes", s.store.dels},

@@ -141,10 +141,24 @@ struct fs_stats {
 	struct store_counters store;
 	struct fs_gc_report gc;
 	uint64_t gc_passes;
+	uint64_t replica_lag_ms; /* since a replica's last successful poll */
+	uint64_t replica_applied;
 };
 void fs_get_stats(struct fs *fs, struct fs_stats *out);
 /* The statistics as text, one "name value" line each (malloc'd). */
 char *fs_stats_text(struct fs *fs);
+
+/* ---- snapshots and replicas (snap.c) ---- */
+
+/* Is this a read-only mount (a replica or a snapshot)? */
+int fs_read_only(struct fs *fs);
+/* Make snapshot name of the state at a new barrier.  -EINVAL (bad name),
+ * -EEXIST, -EROFS (read-only mount), -errno. */
+int fs_snapshot_create(struct fs *fs, const char *name);
+/* -ENOENT when there is no such snapshot. */
+int fs_snapshot_delete(struct fs *fs, const char *name);
+/* One line a snapshot: "NAME TIME barrier=SEQ index_bytes=N" (malloc'd). */
+char *fs_snapshot_list_text(struct fs *fs);
 
 /* ---- maintenance (maint.c) ---- */
 

@@ -156,8 +156,8 @@ static int collect(struct fs *fs, struct fs_gc_report *r, struct seglist *repack
 	int rc = list_rows(fs, &rows);
 	for (size_t i = 0; rc == 0 && i < rows.n; i++) {
 		const struct segrow *s = &rows.v[i];
-		if (data_seg_busy(fs->d, s->seg))
-			continue;
+		if (data_seg_busy(fs->d, s->seg) || fs_snap_uses(fs, s->seg))
+			continue; /* not stored yet, or a snapshot uses it */
 		if (s->live == 0) {
 			/* The live count says dead; the extent map must agree
 			 * before anything is deleted. */
@@ -363,8 +363,10 @@ int fs_gc(struct fs *fs, int now_ok, struct fs_gc_report *out)
 	struct fs_gc_report r = {0};
 	struct seglist repack = {0};
 	pthread_mutex_lock(&fs->gc_mutex);
-	int rc = 0;
-	if (!fs->orphans_swept) {
+	/* Every snapshot's segments are kept: a snapshot that cannot be read
+	 * stops the pass. */
+	int rc = fs_snap_refresh(fs);
+	if (rc == 0 && !fs->orphans_swept) {
 		rc = sweep_orphans(fs, &r);
 		if (rc == 0)
 			fs->orphans_swept = 1;

@@ -19,12 +19,19 @@
 
 #include "common/util.h"
 #include "fuse/zfuse.h"
+#include "journal/journal.h"
 #include "log.h"
 
 /* Only this daemon changes the tree (NBD writes invalidate explicitly), so
  * the kernel may cache names and attributes for long. */
-#define ENTRY_TIMEOUT 60.0
-#define ATTR_TIMEOUT 60.0
+/* How long the kernel may trust names and attributes: long for a writer
+ * (only this daemon changes them), short for a replica, whose index changes
+ * under it when it applies the writer's logs. */
+#define ENTRY_TIMEOUT entry_timeout
+#define ATTR_TIMEOUT attr_timeout
+#define REPLICA_TIMEOUT 1.0
+static double entry_timeout = 60.0, attr_timeout = 60.0;
+static int keep_cache_ok = 1;
 #define MAX_IO (1u << 20)
 
 /* The statistics file in the root directory: not in the index, never
@@ -99,9 +106,13 @@ static void get_ctx(fuse_req_t req, struct fs_ctx *c)
 static void zf_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct zfuse *zf = userdata;
-	if (conn->capable & FUSE_CAP_WRITEBACK_CACHE) {
+	/* Not on a read-only mount: with the writeback cache the kernel keeps
+	 * its own file sizes, and a replica's change under it would not show. */
+	if ((conn->capable & FUSE_CAP_WRITEBACK_CACHE) && !fs_read_only(zf->fs)) {
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 		fs_set_kernel_times(zf->fs, 1);
+	} else {
+		conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	}
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
@@ -303,7 +314,7 @@ static void zf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	fi->keep_cache = !(fi->flags & O_TRUNC);
+	fi->keep_cache = keep_cache_ok && !(fi->flags & O_TRUNC);
 	fuse_reply_open(req, fi);
 }
 
@@ -510,6 +521,22 @@ static void zf_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 {
 	/* The control attribute of "zerofs-fuse gc MOUNTPOINT": root only (the
 	 * kernel allows trusted.* to CAP_SYS_ADMIN), never stored. */
+	if (ino == FUSE_ROOT_ID && strncmp(name, "trusted.zerofs.snapshot.", 24) == 0) {
+		char snap[JNL_SNAP_NAME_MAX + 1];
+		if (size == 0 || size > JNL_SNAP_NAME_MAX) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memcpy(snap, value, size);
+		snap[size] = '\0';
+		int rc = -EINVAL;
+		if (strcmp(name + 24, "create") == 0)
+			rc = fs_snapshot_create(get_fs(req), snap);
+		else if (strcmp(name + 24, "delete") == 0)
+			rc = fs_snapshot_delete(get_fs(req), snap);
+		fuse_reply_err(req, -rc);
+		return;
+	}
 	if (ino == FUSE_ROOT_ID && strcmp(name, "trusted.zerofs.gc") == 0) {
 		if (size != 3 || memcmp(value, "run", 3) != 0) {
 			fuse_reply_err(req, EINVAL);
@@ -533,6 +560,22 @@ static void reply_xattr(fuse_req_t req, ssize_t n, const char *buf, size_t size)
 
 static void zf_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
+	/* The snapshot list of "zerofs-fuse snapshot list", never stored. */
+	if (ino == FUSE_ROOT_ID && strcmp(name, "trusted.zerofs.snapshots") == 0) {
+		CLEANUP_FREE char *text = fs_snapshot_list_text(get_fs(req));
+		if (!text) {
+			fuse_reply_err(req, errno ? errno : EIO);
+			return;
+		}
+		size_t n = strlen(text);
+		if (size == 0)
+			fuse_reply_xattr(req, n);
+		else if (size < n)
+			fuse_reply_err(req, ERANGE);
+		else
+			fuse_reply_buf(req, text, n);
+		return;
+	}
 	CLEANUP_FREE char *buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -737,6 +780,10 @@ static void *signal_main(void *arg)
 int zfuse_mount(struct zfuse *zf, struct fs *fs, const char *mountpoint)
 {
 	zf->fs = fs;
+	if (fs_read_only(fs)) {
+		entry_timeout = attr_timeout = REPLICA_TIMEOUT;
+		keep_cache_ok = 0;
+	}
 	zf->mountpoint = strdup(mountpoint);
 	if (!zf->mountpoint)
 		return -ENOMEM;

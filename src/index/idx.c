@@ -1291,6 +1291,57 @@ int idx_changeset_apply(struct idx *ix, const void *cs, size_t len)
 	return rc;
 }
 
+int idx_replace_from_image(struct idx *ix, const void *image, size_t len)
+{
+	static const char magic[16] = "SQLite format 3";
+	char tmp[PATH_MAX], sql[256];
+	int r;
+
+	if (len < 100 || memcmp(image, magic, sizeof(magic)) != 0)
+		return -EINVAL;
+	r = idx_flush(ix);
+	if (r < 0)
+		return r;
+	const char *main_path = sqlite3_db_filename(ix->db, "main");
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.image", main_path ? main_path : "/tmp/zerofs") >=
+	    sizeof(tmp))
+		return -ENAMETOOLONG;
+	r = write_file_synced(tmp, image, len);
+	if (r < 0)
+		return r;
+	snprintf(sql, sizeof(sql), "ATTACH DATABASE ?1 AS img");
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(ix->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		unlink(tmp);
+		return db_error(ix, "attach");
+	}
+	sqlite3_bind_text(st, 1, tmp, -1, SQLITE_TRANSIENT);
+	r = sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(ix, "attach");
+	sqlite3_finalize(st);
+	if (r < 0) {
+		unlink(tmp);
+		return r;
+	}
+	sqlite3session_enable(ix->session, 0);
+	if (sqlite3_exec(ix->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		r = db_error(ix, "replace from image");
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(replicated); i++) {
+		snprintf(sql, sizeof(sql), "DELETE FROM main.%s; INSERT INTO main.%s SELECT * FROM img.%s;",
+			 replicated[i], replicated[i], replicated[i]);
+		if (sqlite3_exec(ix->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+			r = db_error(ix, "replace from image");
+	}
+	sqlite3session_enable(ix->session, 1);
+	if (r == 0)
+		r = idx_flush(ix);
+	else if (!sqlite3_get_autocommit(ix->db))
+		sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+	if (sqlite3_exec(ix->db, "DETACH DATABASE img", NULL, NULL, NULL) != SQLITE_OK && r == 0)
+		r = db_error(ix, "detach");
+	unlink(tmp);
+	return r;
+}
+
 int idx_serialize(struct idx *ix, void **image, size_t *len)
 {
 	sqlite3_int64 n = 0;

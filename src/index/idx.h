@@ -192,6 +192,10 @@ int idx_changeset_take(struct idx *ix, void **cs, size_t *len);
 /* Apply a changeset (recovery).  The changes are not recorded.  Any conflict
  * means the log does not fit this database: -EUCLEAN, nothing applied. */
 int idx_changeset_apply(struct idx *ix, const void *cs, size_t len);
+/* Replace every replicated table with the content of image (a checkpoint):
+ * a replica catching up after the writer pruned its logs.  Not recorded in
+ * the session. */
+int idx_replace_from_image(struct idx *ix, const void *image, size_t len);
 /* The whole database as an image (malloc'd) for a checkpoint. */
 int idx_serialize(struct idx *ix, void **image, size_t *len);
 

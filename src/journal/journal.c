@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "common/crashpt.h"
 #include "common/util.h"
 #include "journal/journal.h"
@@ -42,6 +44,10 @@ struct jnl {
 	uint64_t fence_seq;             /* first log of this mount: marked, never pruned */
 	int fence_marked;
 	uint64_t stored;                /* newest log stored */
+	int snap_want;                  /* the next barrier captures an image */
+	void *snap_image;               /* ... here, as of barrier snap_seq */
+	size_t snap_len;
+	uint64_t snap_seq;
 	struct pending_log *pending, *pending_tail;
 	int last_rc;
 	struct jnl_stats stats;
@@ -81,10 +87,8 @@ static int meta_seal(const struct seal_key *key, char kind, uint64_t seq, const 
  * never replaced: a key taken by different bytes means another writer has
  * written this sequence number, and this mount is fenced (-ESTALE).  The
  * same bytes mean our own earlier attempt whose answer was lost. */
-static int meta_store(struct store *st, char kind, uint64_t seq, const void *obj, size_t len)
+static int meta_store_named(struct store *st, const char *name, const void *obj, size_t len)
 {
-	char name[64];
-	meta_key(name, sizeof(name), kind, seq);
 	int rc = store_put(st, name, obj, len, STORE_PUT_IF_ABSENT);
 	if (rc == -EEXIST) {
 		CLEANUP_FREE void *cur = NULL;
@@ -105,6 +109,13 @@ static int meta_store(struct store *st, char kind, uint64_t seq, const void *obj
 	if (rc < 0)
 		log_error("could not store %s: %s", name, strerror(-rc));
 	return rc;
+}
+
+static int meta_store(struct store *st, char kind, uint64_t seq, const void *obj, size_t len)
+{
+	char name[64];
+	meta_key(name, sizeof(name), kind, seq);
+	return meta_store_named(st, name, obj, len);
 }
 
 static int meta_put(struct store *st, const struct seal_key *key, char kind, uint64_t seq,
@@ -468,6 +479,24 @@ static int barrier(struct jnl *j)
 		if (rc == 0 && len > 0)
 			rc = queue_log(j, cs, len);
 	}
+	if (rc == 0) {
+		pthread_mutex_lock(&j->m);
+		int want = j->snap_want;
+		pthread_mutex_unlock(&j->m);
+		void *snap = NULL;
+		size_t slen = 0;
+		if (want)
+			rc = idx_serialize(j->ix, &snap, &slen);
+		if (rc == 0 && want) {
+			pthread_mutex_lock(&j->m);
+			free(j->snap_image);
+			j->snap_image = snap;
+			j->snap_len = slen;
+			j->snap_seq = j->seq;
+			j->snap_want = 0;
+			pthread_mutex_unlock(&j->m);
+		}
+	}
 	if (rc == 0 && j->seq >= j->ckpt + j->p.checkpoint_interval) {
 		ckseq = j->seq;
 		rc = idx_serialize(j->ix, &image, &ilen);
@@ -505,8 +534,23 @@ static int barrier(struct jnl *j)
 	return 0;
 }
 
+/* A read-only mount stores nothing: what a replica applied from the
+ * writer's logs is dropped from the session, not logged again. */
+static int sync_read_only(struct jnl *j)
+{
+	void *cs = NULL;
+	size_t len = 0;
+	pthread_mutex_lock(j->fs_lock);
+	int rc = idx_changeset_take(j->ix, &cs, &len);
+	pthread_mutex_unlock(j->fs_lock);
+	free(cs);
+	return rc;
+}
+
 int jnl_sync(struct jnl *j)
 {
+	if (j->p.read_only)
+		return sync_read_only(j);
 	pthread_mutex_lock(&j->m);
 	/* Any barrier that starts from now on covers what the caller wrote. */
 	uint64_t want = j->started + 1;
@@ -618,6 +662,7 @@ void jnl_free(struct jnl *j)
 		free(pl->obj);
 		free(pl);
 	}
+	free(j->snap_image);
 	pthread_cond_destroy(&j->cond);
 	pthread_cond_destroy(&j->timer_cond);
 	pthread_mutex_destroy(&j->m);
@@ -656,4 +701,253 @@ void jnl_get_stats(struct jnl *j, struct jnl_stats *out)
 	out->p50_us = quantile(out, 500);
 	out->p90_us = quantile(out, 900);
 	out->p99_us = quantile(out, 990);
+}
+
+/* ---- snapshots ---- */
+
+#define SNAP_MAGIC "ZSNP"
+#define SNAP_VERSION 1
+#define SNAP_HEADER 24 /* magic, version, seq, time */
+
+/* The name is bound to the object through its associated data: a snapshot
+ * object renamed or copied under another name fails authentication. */
+static uint64_t snap_ad_seq(const char *name)
+{
+	uint8_t h[8];
+	crypto_generichash(h, sizeof(h), (const unsigned char *)name, strlen(name), NULL, 0);
+	return get_le64(h);
+}
+
+int jnl_snapshot_valid_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > JNL_SNAP_NAME_MAX || name[0] == '.' || name[0] == '-')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return 1;
+}
+
+static void snap_key(char *out, size_t n, const char *name)
+{
+	snprintf(out, n, "meta/snap/%s", name);
+}
+
+int jnl_snapshot_create(struct jnl *j, const char *name, uint64_t *seqp)
+{
+	if (j->p.read_only)
+		return -EROFS;
+	pthread_mutex_lock(&j->m);
+	j->snap_want = 1;
+	free(j->snap_image);
+	j->snap_image = NULL;
+	pthread_mutex_unlock(&j->m);
+	int rc = jnl_sync(j);
+	pthread_mutex_lock(&j->m);
+	void *image = j->snap_image;
+	size_t ilen = j->snap_len;
+	uint64_t seq = j->snap_seq;
+	j->snap_image = NULL;
+	j->snap_want = 0;
+	pthread_mutex_unlock(&j->m);
+	if (rc == 0 && !image)
+		rc = -EAGAIN;
+	if (rc < 0) {
+		free(image);
+		return rc;
+	}
+	size_t plen = SNAP_HEADER + ilen;
+	uint8_t *plain = malloc(plen);
+	if (!plain) {
+		free(image);
+		return -ENOMEM;
+	}
+	memcpy(plain, SNAP_MAGIC, 4);
+	put_le32(plain + 4, SNAP_VERSION);
+	put_le64(plain + 8, seq);
+	put_le64(plain + 16, util_wall_ns());
+	memcpy(plain + SNAP_HEADER, image, ilen);
+	free(image);
+	CLEANUP_FREE void *obj = NULL;
+	size_t olen;
+	rc = meta_seal(&j->key, 'S', snap_ad_seq(name), plain, plen, &obj, &olen);
+	free(plain);
+	if (rc < 0)
+		return rc;
+	char key[64 + JNL_SNAP_NAME_MAX];
+	snap_key(key, sizeof(key), name);
+	rc = store_put(j->st, key, obj, olen, STORE_PUT_IF_ABSENT);
+	if (rc == -EEXIST)
+		return -EEXIST;
+	if (rc < 0) {
+		log_error("could not store %s: %s", key, strerror(-rc));
+		return rc;
+	}
+	log_info("snapshot %s created at barrier %016" PRIx64 " (%zu bytes of index)", name, seq,
+		 ilen);
+	if (seqp)
+		*seqp = seq;
+	return 0;
+}
+
+int jnl_snapshot_get(struct store *st, const struct seal_key *key, const char *name,
+		     struct jnl_snapshot *out)
+{
+	char okey[64 + JNL_SNAP_NAME_MAX];
+	snap_key(okey, sizeof(okey), name);
+	CLEANUP_FREE uint8_t *obj = NULL;
+	size_t len;
+	int rc = store_get_all(st, okey, (void **)&obj, &len);
+	if (rc < 0)
+		return rc;
+	uint64_t plen = len >= 8 ? get_le64(obj) : 0;
+	if (len < 8 || plen < SNAP_HEADER || plen > (uint64_t)1 << 36) {
+		log_error("%s is damaged (bad length header)", okey);
+		return -EUCLEAN;
+	}
+	uint8_t *plain = malloc(plen);
+	if (!plain)
+		return -ENOMEM;
+	uint8_t ad[SEAL_AD_BYTES];
+	seal_ad_meta(ad, 'S', snap_ad_seq(name));
+	ssize_t n = seal_frame_decode(key, ad, sizeof(ad), obj + 8, len - 8, plain, plen);
+	if (n < 0 || (uint64_t)n != plen || memcmp(plain, SNAP_MAGIC, 4) != 0 ||
+	    get_le32(plain + 4) != SNAP_VERSION) {
+		log_error("%s is damaged: it failed authentication", okey);
+		free(plain);
+		return -EUCLEAN;
+	}
+	out->seq = get_le64(plain + 8);
+	out->time_ns = get_le64(plain + 16);
+	out->image_len = plen - SNAP_HEADER;
+	out->stored_len = len;
+	memmove(plain, plain + SNAP_HEADER, out->image_len);
+	out->image = plain;
+	return 0;
+}
+
+int jnl_snapshot_delete(struct store *st, const char *name)
+{
+	char key[64 + JNL_SNAP_NAME_MAX];
+	snap_key(key, sizeof(key), name);
+	uint64_t size;
+	int rc = store_stat(st, key, &size);
+	if (rc == 0)
+		rc = store_del(st, key);
+	return rc;
+}
+
+struct name_list_ctx {
+	int (*cb)(void *arg, const char *name);
+	void *arg;
+};
+
+static int snap_name_cb(void *arg, const char *key, uint64_t size)
+{
+	struct name_list_ctx *c = arg;
+	(void)size;
+	const char *base = strrchr(key, '/');
+	base = base ? base + 1 : key;
+	if (!jnl_snapshot_valid_name(base))
+		return 0;
+	return c->cb(c->arg, base);
+}
+
+int jnl_snapshot_list(struct store *st, int (*cb)(void *arg, const char *name), void *arg)
+{
+	struct name_list_ctx c = {cb, arg};
+	return store_list(st, "meta/snap/", snap_name_cb, &c);
+}
+
+int jnl_load_snapshot(struct store *st, const struct seal_key *key, const char *name,
+		      const char *db_path, struct idx **ixp, uint64_t *seqp)
+{
+	struct jnl_snapshot sn;
+	int rc = jnl_snapshot_get(st, key, name, &sn);
+	if (rc == -ENOENT) {
+		log_error("the store has no snapshot named %s", name);
+		return rc;
+	}
+	if (rc < 0)
+		return rc;
+	struct idx *ix = idx_open_image(db_path, sn.image, sn.image_len);
+	free(sn.image);
+	if (!ix) {
+		rc = -errno;
+		log_error("could not write the local index %s: %m", db_path);
+		return rc;
+	}
+	*ixp = ix;
+	*seqp = sn.seq;
+	return 0;
+}
+
+/* ---- read-only replicas ---- */
+
+int jnl_follow(struct jnl *j, uint64_t *applied)
+{
+	struct seqlist ck = {0}, lg = {0};
+	int rc = list_seqs(j->st, "meta/ckpt/", &ck);
+	if (rc == 0)
+		rc = list_seqs(j->st, "meta/log/", &lg);
+	*applied = 0;
+	for (int round = 0; rc == 0 && round < 2; round++) {
+		/* Apply the logs that follow what we have, in order. */
+		size_t i = 0;
+		while (i < lg.n && lg.v[i] <= j->seq)
+			i++;
+		for (; rc == 0 && i < lg.n && lg.v[i] == j->seq + 1; i++) {
+			CLEANUP_FREE void *cs = NULL;
+			size_t len;
+			rc = meta_get(j->st, &j->key, 'L', lg.v[i], &cs, &len);
+			if (rc == -EUCLEAN && ck.n && ck.v[ck.n - 1] > j->seq)
+				rc = 0; /* pruned under us: the checkpoint below has it */
+			if (rc < 0)
+				break;
+			if (!cs)
+				break;
+			pthread_mutex_lock(j->fs_lock);
+			rc = idx_changeset_apply(j->ix, cs, len);
+			if (rc == 0)
+				rc = idx_flush(j->ix);
+			if (rc == 0)
+				j->seq = lg.v[i];
+			pthread_mutex_unlock(j->fs_lock);
+			if (rc == 0)
+				(*applied)++;
+		}
+		/* The writer checkpointed and pruned logs we had not applied yet:
+		 * start again from its newest checkpoint. */
+		if (rc < 0 || round > 0 || !ck.n || ck.v[ck.n - 1] <= j->seq ||
+		    (i < lg.n && lg.v[i] == j->seq + 1))
+			break;
+		CLEANUP_FREE void *image = NULL;
+		size_t ilen;
+		rc = meta_get(j->st, &j->key, 'C', ck.v[ck.n - 1], &image, &ilen);
+		if (rc < 0)
+			break;
+		pthread_mutex_lock(j->fs_lock);
+		rc = idx_replace_from_image(j->ix, image, ilen);
+		if (rc == 0) {
+			j->seq = ck.v[ck.n - 1];
+			(*applied)++;
+		}
+		pthread_mutex_unlock(j->fs_lock);
+		log_info("replica: reloaded the index from checkpoint %016" PRIx64, j->seq);
+	}
+	free(ck.v);
+	free(lg.v);
+	return rc;
+}
+
+uint64_t jnl_seq(struct jnl *j)
+{
+	pthread_mutex_lock(&j->m);
+	uint64_t s = j->seq;
+	pthread_mutex_unlock(&j->m);
+	return s;
 }

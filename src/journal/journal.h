@@ -50,6 +50,7 @@ struct jnl_params {
 	uint64_t checkpoint_interval; /* logs between checkpoints */
 	uint64_t barrier_interval_ms; /* periodic barrier; 0: none */
 	struct lease *lease; /* checked before index objects are written; NULL: none */
+	int read_only; /* a replica or snapshot mount: nothing is ever stored */
 };
 
 /* Store the first checkpoint (seq 0) of a new filesystem from ix. */
@@ -95,5 +96,42 @@ void jnl_get_stats(struct jnl *j, struct jnl_stats *out);
  * one line on out per damaged object.  The number of damaged objects, or
  * -errno when the store could not be read. */
 int jnl_scrub(struct jnl *j, FILE *out);
+
+/* ---- snapshots: meta/snap/<name>, an index image sealed with the name in
+ * its associated data ---- */
+
+#define JNL_SNAP_NAME_MAX 64
+
+/* Letters, digits, '.', '_', '-'; not starting with '.' or '-'; 1..64. */
+int jnl_snapshot_valid_name(const char *name);
+
+/* Run a barrier that captures the index image, and store it as snapshot
+ * name (never replacing one: -EEXIST).  *seq (may be NULL) gets its
+ * barrier. */
+int jnl_snapshot_create(struct jnl *j, const char *name, uint64_t *seq);
+
+struct jnl_snapshot {
+	uint64_t seq;      /* the barrier it was taken at */
+	uint64_t time_ns;  /* wall clock at creation */
+	void *image;       /* malloc'd SQLite image */
+	size_t image_len;
+	size_t stored_len; /* bytes of its object */
+};
+/* Read and open snapshot name.  -ENOENT, -EUCLEAN (damaged, logged). */
+int jnl_snapshot_get(struct store *st, const struct seal_key *key, const char *name,
+		     struct jnl_snapshot *out);
+/* -ENOENT when there is no such snapshot. */
+int jnl_snapshot_delete(struct store *st, const char *name);
+int jnl_snapshot_list(struct store *st, int (*cb)(void *arg, const char *name), void *arg);
+/* Write snapshot name's index to db_path and open it. */
+int jnl_load_snapshot(struct store *st, const struct seal_key *key, const char *name,
+		      const char *db_path, struct idx **ix, uint64_t *seq);
+
+/* A replica's poll: apply the writer's logs after ours, or reload from its
+ * newest checkpoint when it pruned logs we had not applied.  *applied gets
+ * the number of objects applied.  0 or -errno. */
+int jnl_follow(struct jnl *j, uint64_t *applied);
+/* The newest log taken (writer) or applied (replica). */
+uint64_t jnl_seq(struct jnl *j);
 
 #endif
