@@ -58,6 +58,8 @@ struct cfg {
 	char *s3_storage_class;
 	char *s3_ca_file;
 	int s3_verify_tls;
+	/* Not settings (no row in cfg_opts): set by commands for themselves. */
+	int no_periodic_barrier; /* receive: one barrier at the end, none before */
 };
 
 struct cfg_opt {

@@ -28,6 +28,7 @@
 #include "device.h"
 #include "fs/fs.h"
 #include "fuse/zfuse.h"
+#include "journal/journal.h"
 #include "log.h"
 #include "nbd/nbds.h"
 #include "stats_http.h"
@@ -39,6 +40,7 @@ struct cli {
 	int foreground;
 	int debug;
 	int repair; /* fsck --repair */
+	const char *from; /* send --from */
 	int argc; /* the arguments from the command's name on */
 	char **argv;
 };
@@ -53,6 +55,8 @@ static void usage(FILE *f)
 		   "  zerofs-fuse scrub [-c CONFIG] [-o OPTIONS]\n"
 		   "  zerofs-fuse gc MOUNTPOINT | gc [-c CONFIG] [-o OPTIONS]\n"
 		   "  zerofs-fuse snapshot create|list|info|delete -m MOUNTPOINT [NAME]\n"
+		   "  zerofs-fuse send [-c CONFIG] [-o OPTIONS] [--from SNAPSHOT] SNAPSHOT > STREAM\n"
+		   "  zerofs-fuse receive [-c CONFIG] [-o OPTIONS] < STREAM\n"
 		   "  zerofs-fuse flush MOUNTPOINT\n"
 		   "  zerofs-fuse stats MOUNTPOINT\n"
 		   "  zerofs-fuse device create|list|resize|remove -m MOUNTPOINT [ARGS]\n"
@@ -69,6 +73,8 @@ static void usage(FILE *f)
 		   "  they could not check.\n"
 		   "snapshot: named read-only point-in-time copies of the whole filesystem;\n"
 		   "  mount one with -o snapshot=NAME.\n"
+		   "send, receive: replicate snapshots incrementally to another store\n"
+		   "  (stream key from $ZEROFS_STREAM_PASSWORD).\n"
 		   "flush: run a barrier on a mounted filesystem: everything written\n"
 		   "  before it is in the store when it returns 0.\n"
 		   "stats: print the statistics of a mounted filesystem.\n"
@@ -687,6 +693,68 @@ static int cmd_snapshot(struct cli *c)
 	return 1;
 }
 
+static const char *stream_password(void)
+{
+	const char *p = getenv("ZEROFS_STREAM_PASSWORD");
+	if (!p || !*p) {
+		fprintf(stderr, "zerofs-fuse: set ZEROFS_STREAM_PASSWORD: the stream between send "
+				"and receive is encrypted under a key from it\n");
+		return NULL;
+	}
+	return p;
+}
+
+static int cmd_send(struct cli *c)
+{
+	const char *pw = stream_password();
+	if (!pw)
+		return 1;
+	if (isatty(STDOUT_FILENO)) {
+		fprintf(stderr, "zerofs-fuse send: standard output is a terminal; redirect the "
+				"stream to a file or a pipe\n");
+		return 1;
+	}
+	if (c->from && !jnl_snapshot_valid_name(c->from)) {
+		fprintf(stderr, "zerofs-fuse send: '%s' is not a valid snapshot name\n", c->from);
+		return 1;
+	}
+	/* The source is opened as a mount of the snapshot: read-only, no lease,
+	 * beside its writer if it runs. */
+	free(c->cfg.snapshot);
+	c->cfg.snapshot = strdup(c->mountpoint);
+	if (!c->cfg.snapshot)
+		return 1;
+	struct fs *fs = open_offline(c);
+	if (!fs)
+		return 1;
+	int rc = fs_send(fs, c->from, c->mountpoint, STDOUT_FILENO, pw,
+			 strcmp(c->cfg.kdf, "min") == 0, stderr);
+	if (rc < 0)
+		fprintf(stderr, "zerofs-fuse send: failed: %s\n", strerror(-rc));
+	fs_close(fs);
+	return rc < 0;
+}
+
+static int cmd_receive(struct cli *c)
+{
+	const char *pw = stream_password();
+	if (!pw)
+		return 1;
+	/* One barrier at the end makes the whole stream durable, or nothing. */
+	c->cfg.no_periodic_barrier = 1;
+	struct fs *fs = open_offline(c);
+	if (!fs)
+		return 1;
+	int rc = fs_receive(fs, STDIN_FILENO, pw, stderr);
+	if (rc < 0) {
+		fprintf(stderr, "zerofs-fuse receive: failed (%s); the target is unchanged\n",
+			strerror(-rc));
+		fs_abort(fs);
+		return 1;
+	}
+	return fs_close(fs) < 0;
+}
+
 static int cmd_device(struct cli *c)
 {
 	return dev_main(c->argc, c->argv);
@@ -704,6 +772,8 @@ static const struct command {
 	{"scrub", cmd_scrub, 0},
 	{"gc", cmd_gc, 2},
 	{"snapshot", cmd_snapshot, -1},
+	{"send", cmd_send, 1},
+	{"receive", cmd_receive, 0},
 	{"flush", cmd_flush, 1},
 	{"stats", cmd_stats, 1},
 	{"device", cmd_device, -1},
@@ -723,6 +793,14 @@ int cli_main(int argc, char **argv)
 			argv++;
 			argc--;
 			break;
+		}
+	/* send's own option, taken out before the common options are parsed. */
+	for (int i = 1; cmd->run == cmd_send && i + 1 < argc; i++)
+		if (strcmp(argv[i], "--from") == 0) {
+			c.from = argv[i + 1];
+			memmove(&argv[i], &argv[i + 2], (size_t)(argc - i - 1) * sizeof(*argv));
+			argc -= 2;
+			i--;
 		}
 	/* fsck's own flag, taken out before the common options are parsed. */
 	for (int i = 1; cmd->run == cmd_fsck && i < argc; i++)

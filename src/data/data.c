@@ -1210,3 +1210,11 @@ int data_open_frame(const struct seal_key *key, uint64_t seg, uint32_t frame,
 	}
 	return 0;
 }
+
+int data_put_block(struct data *d, uint64_t ino, uint64_t blk, const void *plain, uint32_t plen)
+{
+	struct dbuf *b = dirty_find(d, ino, blk);
+	if (b)
+		dirty_release(d, b); /* the stream's block replaces it */
+	return pack_block(d, ino, blk, plain, plen);
+}

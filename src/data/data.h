@@ -156,4 +156,8 @@ int data_parse_segment(const struct seal_key *key, uint64_t seg, uint8_t *obj,
 int data_open_frame(const struct seal_key *key, uint64_t seg, uint32_t frame,
 		    const struct data_frame *f, uint8_t *obj, uint8_t *out);
 
+/* receive: store plen bytes of block (ino, blk) as they are (sealed into the
+ * open segment, extent map updated).  Caller holds the fs lock. */
+int data_put_block(struct data *d, uint64_t ino, uint64_t blk, const void *plain, uint32_t plen);
+
 #endif

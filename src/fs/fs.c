@@ -1299,7 +1299,8 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 	}
 	struct jnl_params jp = {
 		.checkpoint_interval = (uint64_t)cfg->checkpoint_interval,
-		.barrier_interval_ms = (uint64_t)cfg->barrier_interval_ms,
+		.barrier_interval_ms =
+			cfg->no_periodic_barrier ? 0 : (uint64_t)cfg->barrier_interval_ms,
 		.lease = fs->lease,
 		.read_only = fs->read_only,
 	};
@@ -1337,6 +1338,12 @@ fail:
 	fs_free(fs);
 	errno = -rc;
 	return NULL;
+}
+
+void fs_abort(struct fs *fs)
+{
+	log_warn("closing without a last barrier: changes since the previous one are dropped");
+	fs_free(fs);
 }
 
 int fs_read_only(struct fs *fs)

@@ -150,6 +150,20 @@ char *fs_stats_text(struct fs *fs);
 
 /* ---- snapshots and replicas (snap.c) ---- */
 
+/* Close without the last barrier: what was not behind a barrier is
+ * dropped (an interrupted receive).  The next mount rebuilds its index. */
+void fs_abort(struct fs *fs);
+
+/* send: write to fd the stream of the changes from snapshot from (NULL: a
+ * full stream) to snapshot to, encrypted and authenticated under a key
+ * from password.  fs is a mount of snapshot to (-o snapshot=). */
+int fs_send(struct fs *fs, const char *from, const char *to, int fd, const char *password,
+	    int kdf_min, FILE *report);
+/* receive: apply a stream from fd to fs (a read-write mount of the target
+ * store, opened for this), ending with the stream's snapshot there.  On
+ * error nothing is made durable: the caller must fs_abort. */
+int fs_receive(struct fs *fs, int fd, const char *password, FILE *report);
+
 /* Is this a read-only mount (a replica or a snapshot)? */
 int fs_read_only(struct fs *fs);
 /* Make snapshot name of the state at a new barrier.  -EINVAL (bad name),

@@ -1342,6 +1342,183 @@ int idx_replace_from_image(struct idx *ix, const void *image, size_t len)
 	return r;
 }
 
+/* ---- send and receive ---- */
+
+/* The namespace tables a stream carries as a changeset; extents travel as
+ * blocks (the target has its own segments), super and segment not at all. */
+static const char *const streamed[] = {"inode", "symlink", "dirent", "xattr"};
+
+static int attach_file(sqlite3 *db, const char *path, const char *as)
+{
+	char sql[64];
+	snprintf(sql, sizeof(sql), "ATTACH DATABASE ?1 AS %s", as);
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
+	int r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+	sqlite3_finalize(st);
+	if (r < 0)
+		log_error("index: cannot attach %s: %s", path, sqlite3_errmsg(db));
+	return r;
+}
+
+int idx_stream_diff(const char *base_path, const char *target_path, void **cs, size_t *len,
+		    int (*changed)(void *arg, uint64_t ino, const struct idx_extent *e),
+		    int (*dropped)(void *arg, uint64_t ino, uint64_t blk), void *arg)
+{
+	sqlite3 *db = NULL;
+	sqlite3_session *se = NULL;
+	sqlite3_stmt *st = NULL;
+	int r = 0, n = 0;
+	void *buf = NULL;
+
+	/* The session records what turns the attached base into main: the
+	 * target is main. */
+	if (sqlite3_open_v2(target_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+		log_error("index: cannot open %s: %s", target_path, db ? sqlite3_errmsg(db) : "?");
+		sqlite3_close(db);
+		return -EIO;
+	}
+	r = attach_file(db, base_path, "base");
+	if (r == 0 && sqlite3session_create(db, "main", &se) != SQLITE_OK)
+		r = -ENOMEM;
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(streamed); i++) {
+		char *err = NULL;
+		if (sqlite3session_attach(se, streamed[i]) != SQLITE_OK ||
+		    sqlite3session_diff(se, "base", streamed[i], &err) != SQLITE_OK) {
+			log_error("index: diff of table %s: %s", streamed[i],
+				  err ? err : sqlite3_errmsg(db));
+			r = -EIO;
+		}
+		sqlite3_free(err);
+	}
+	if (r == 0 && sqlite3session_changeset(se, &n, &buf) != SQLITE_OK)
+		r = -EIO;
+	if (r == 0) {
+		*cs = malloc(n > 0 ? (size_t)n : 1);
+		if (!*cs)
+			r = -ENOMEM;
+		else if (n > 0)
+			memcpy(*cs, buf, (size_t)n);
+		*len = (size_t)(n > 0 ? n : 0);
+	}
+	sqlite3_free(buf);
+	if (se)
+		sqlite3session_delete(se);
+	/* Extents of the target that the base does not have, in store order. */
+	if (r == 0 &&
+	    sqlite3_prepare_v2(db,
+			       "SELECT b.ino, b.blk, b.seg, b.off, b.len, b.plen, b.frame"
+			       " FROM main.extent AS b LEFT JOIN base.extent AS a"
+			       " ON a.ino = b.ino AND a.blk = b.blk"
+			       " WHERE a.ino IS NULL OR a.seg != b.seg OR a.frame != b.frame"
+			       " ORDER BY b.seg, b.off",
+			       -1, &st, NULL) != SQLITE_OK)
+		r = -EIO;
+	while (r == 0 && (n = sqlite3_step(st)) == SQLITE_ROW) {
+		struct idx_extent e = {
+			.blk = (uint64_t)sqlite3_column_int64(st, 1),
+			.seg = (uint64_t)sqlite3_column_int64(st, 2),
+			.off = (uint32_t)sqlite3_column_int64(st, 3),
+			.len = (uint32_t)sqlite3_column_int64(st, 4),
+			.plen = (uint32_t)sqlite3_column_int64(st, 5),
+			.frame = (uint32_t)sqlite3_column_int64(st, 6),
+		};
+		r = changed(arg, (uint64_t)sqlite3_column_int64(st, 0), &e);
+	}
+	if (r == 0 && n != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_finalize(st);
+	st = NULL;
+	/* Extents of the base that the target no longer has. */
+	if (r == 0 &&
+	    sqlite3_prepare_v2(db,
+			       "SELECT a.ino, a.blk FROM base.extent AS a LEFT JOIN main.extent AS b"
+			       " ON a.ino = b.ino AND a.blk = b.blk WHERE b.ino IS NULL",
+			       -1, &st, NULL) != SQLITE_OK)
+		r = -EIO;
+	while (r == 0 && (n = sqlite3_step(st)) == SQLITE_ROW)
+		r = dropped(arg, (uint64_t)sqlite3_column_int64(st, 0),
+			    (uint64_t)sqlite3_column_int64(st, 1));
+	if (r == 0 && n != SQLITE_DONE)
+		r = -EIO;
+	sqlite3_finalize(st);
+	if (r == -EIO)
+		log_error("index: stream diff: %s", sqlite3_errmsg(db));
+	sqlite3_close(db);
+	return r;
+}
+
+int idx_differs_from_image(struct idx *ix, const void *image, size_t len, int *differs)
+{
+	static const char *const tables[] = {"inode", "symlink", "dirent", "xattr", "extent"};
+	char tmp[PATH_MAX], sql[256];
+	int r = idx_flush(ix);
+	if (r < 0)
+		return r;
+	const char *main_path = sqlite3_db_filename(ix->db, "main");
+	snprintf(tmp, sizeof(tmp), "%s.cmp", main_path ? main_path : "/tmp/zerofs");
+	r = write_file_synced(tmp, image, len);
+	if (r < 0)
+		return r;
+	r = attach_file(ix->db, tmp, "cmp");
+	*differs = 0;
+	for (size_t i = 0; r == 0 && !*differs && i < ARRAY_SIZE(tables); i++) {
+		snprintf(sql, sizeof(sql),
+			 "SELECT (SELECT count(*) FROM (SELECT * FROM main.%s EXCEPT SELECT * FROM"
+			 " cmp.%s)) + (SELECT count(*) FROM (SELECT * FROM cmp.%s EXCEPT SELECT *"
+			 " FROM main.%s))",
+			 tables[i], tables[i], tables[i], tables[i]);
+		sqlite3_stmt *st = NULL;
+		if (sqlite3_prepare_v2(ix->db, sql, -1, &st, NULL) != SQLITE_OK ||
+		    sqlite3_step(st) != SQLITE_ROW)
+			r = db_error(ix, "compare");
+		else if (sqlite3_column_int64(st, 0) != 0)
+			*differs = 1;
+		sqlite3_finalize(st);
+	}
+	if (sqlite3_exec(ix->db, "DETACH DATABASE cmp", NULL, NULL, NULL) != SQLITE_OK && r == 0)
+		r = db_error(ix, "detach");
+	unlink(tmp);
+	return r;
+}
+
+static int stream_filter(void *arg, const char *table)
+{
+	(void)arg;
+	for (size_t i = 0; i < ARRAY_SIZE(streamed); i++)
+		if (strcmp(table, streamed[i]) == 0)
+			return 1;
+	return 0;
+}
+
+static int stream_conflict(void *arg, int type, sqlite3_changeset_iter *it)
+{
+	(void)arg;
+	(void)it;
+	/* The target was checked to equal the stream's base, or is new: its
+	 * root directory's times are the only expected difference. */
+	if (type == SQLITE_CHANGESET_DATA || type == SQLITE_CHANGESET_CONFLICT)
+		return SQLITE_CHANGESET_REPLACE;
+	return SQLITE_CHANGESET_OMIT;
+}
+
+int idx_changeset_apply_logged(struct idx *ix, const void *cs, size_t len)
+{
+	if (len == 0)
+		return 0;
+	if (len > INT_MAX)
+		return -E2BIG;
+	int b = batch(ix);
+	if (b < 0)
+		return b;
+	/* Recorded in the session: the target's own log carries it. */
+	int rc = sqlite3changeset_apply(ix->db, (int)len, (void *)cs, stream_filter,
+					stream_conflict, NULL);
+	return rc == SQLITE_OK ? 0 : db_error(ix, "stream apply");
+}
+
 int idx_serialize(struct idx *ix, void **image, size_t *len)
 {
 	sqlite3_int64 n = 0;

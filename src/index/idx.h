@@ -196,6 +196,21 @@ int idx_changeset_apply(struct idx *ix, const void *cs, size_t len);
  * a replica catching up after the writer pruned its logs.  Not recorded in
  * the session. */
 int idx_replace_from_image(struct idx *ix, const void *image, size_t len);
+
+/* send: compare two index files (the base may be an empty schema).  *cs
+ * (malloc'd) gets the changeset that turns the base's namespace tables
+ * (inode, symlink, dirent, xattr) into the target's; changed is called for
+ * every extent the target has that the base has not (or elsewhere), in
+ * store order, dropped for every extent of the base the target has not. */
+int idx_stream_diff(const char *base_path, const char *target_path, void **cs, size_t *len,
+		    int (*changed)(void *arg, uint64_t ino, const struct idx_extent *e),
+		    int (*dropped)(void *arg, uint64_t ino, uint64_t blk), void *arg);
+/* receive: does the index differ from image (a snapshot of it) in any
+ * inode, name, symlink, attribute or extent? */
+int idx_differs_from_image(struct idx *ix, const void *image, size_t len, int *differs);
+/* receive: apply a stream's changeset, recorded in the session (the
+ * target's next log carries it); conflicts replace. */
+int idx_changeset_apply_logged(struct idx *ix, const void *cs, size_t len);
 /* The whole database as an image (malloc'd) for a checkpoint. */
 int idx_serialize(struct idx *ix, void **image, size_t *len);
 
