@@ -226,7 +226,7 @@ int fs_send(struct fs *fs, const char *from, const char *to, int fd, const char 
 		else
 			idx_close(e);
 	}
-	if (rc == 0 && from && from_seq >= to_seq) {
+	if (rc == 0 && from && from_seq > to_seq) {
 		log_error("send: snapshot %s is not older than %s", from, to);
 		rc = -EINVAL;
 	}
