@@ -39,7 +39,7 @@ pkg_status()
 status=$(pkg_status)
 if [ "$status" != not-installed ]; then
 	echo "$0: the $pkg package is on this machine ($status): removing it for the" \
-		"test would take away yours: test skipped"
+		"test would take away yours (dpkg --purge $pkg if it is a leftover): test skipped"
 	exit 77
 fi
 
@@ -51,7 +51,14 @@ unset ZEROFS_FUSE
 ZEROFS=/usr/sbin/zerofs-fuse
 
 t=$(mktemp -d /tmp/zerofs-debtest.XXXXXX)
-cleanup_fn rm -rf "$t"
+keep_t=
+remove_t()
+{
+	if [ -z "$keep_t" ]; then
+		rm -rf "$t"
+	fi
+}
+cleanup_fn remove_t
 
 # The package's files (not its directories), as paths on this machine.
 mapfile -t files < <(dpkg-deb --fsys-tarfile "$deb" | tar -t | sed -n 's|^\.\(/.*[^/]\)$|\1|p')
@@ -73,8 +80,7 @@ restore_saved()
 	for f in "${saved[@]}"; do
 		if ! mv "$t/saved$f" "$f"; then
 			echo "$0: could not put $f back: it is in $t/saved$f" >&2
-			# Keep the copy: do not let the removal of $t delete it.
-			t=/nonexistent
+			keep_t=1
 		fi
 	done
 }
