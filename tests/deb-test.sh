@@ -130,6 +130,13 @@ grep -q '^ /etc/zerofs-fuse.conf ' <<<"$(dpkg-query -W -f='${Conffiles}\n' "$pkg
 	fail "/etc/zerofs-fuse.conf is not a conffile"
 grep -qx 'ExecStart=/usr/sbin/zerofs-fuse .*' /lib/systemd/system/zerofs-fuse@.service ||
 	fail "the unit does not start /usr/sbin/zerofs-fuse"
+# An instance of the installed unit passes systemd's checks (its ExecStart
+# binary and its man page exist, its directives are known), where systemd's
+# tools are installed (they run without a running systemd).
+if command -v systemd-analyze >/dev/null; then
+	systemd-analyze verify zerofs-fuse@mnt-zfs.service >"$t/verify" 2>&1 ||
+		{ cat "$t/verify" >&2; fail "systemd-analyze verify zerofs-fuse@mnt-zfs.service failed"; }
+fi
 "$ZEROFS" --help >"$t/help" 2>&1 || fail "/usr/sbin/zerofs-fuse --help failed"
 grep -q '^Usage:' "$t/help" || fail "/usr/sbin/zerofs-fuse --help prints no usage"
 
