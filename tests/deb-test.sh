@@ -120,8 +120,9 @@ for f in /usr/sbin/zerofs-fuse /sbin/mount.zerofs-fuse \
 done
 [ -x /usr/sbin/zerofs-fuse ] || fail "/usr/sbin/zerofs-fuse is not executable"
 [ -x /sbin/mount.zerofs-fuse ] || fail "/sbin/mount.zerofs-fuse is not executable"
-if ldd /usr/sbin/zerofs-fuse | grep -q 'not found'; then
-	ldd /usr/sbin/zerofs-fuse >&2
+libs=$(ldd /usr/sbin/zerofs-fuse) || fail "ldd /usr/sbin/zerofs-fuse failed"
+if grep -q 'not found' <<<"$libs"; then
+	echo "$libs" >&2
 	fail "/usr/sbin/zerofs-fuse misses a shared library"
 fi
 cmp "$src/etc/zerofs-fuse.conf" /etc/zerofs-fuse.conf ||
