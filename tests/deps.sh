@@ -1,6 +1,7 @@
 #!/bin/sh
 # tests/deps.sh: install every Debian package needed to build zerofs-fuse
-# and run its test suite (Debian 12).  Run as root.
+# and run its test suite (Debian 12), the Debian package of contrib/debian
+# included (dpkg-dev, debhelper).  Run as root.
 set -e
 
 packages="
@@ -10,6 +11,7 @@ packages="
 	mandoc fio attr e2fsprogs xfsprogs btrfs-progs valgrind psmisc util-linux python3
 	libnbd-bin nbdfuse python3-libnbd qemu-utils
 	radosgw ceph-mon ceph-osd curl
+	dpkg-dev debhelper
 "
 
 if [ "$(id -u)" -ne 0 ]; then
