@@ -39,7 +39,7 @@ struct cli {
 	const char *mountpoint;
 	int foreground;
 	int debug;
-	int repair; /* fsck --repair */
+	int repair; /* fsck --repair, receive --force */
 	const char *from; /* send --from */
 	int argc; /* the arguments from the command's name on */
 	char **argv;
@@ -56,7 +56,7 @@ static void usage(FILE *f)
 		   "  zerofs-fuse gc MOUNTPOINT | gc [-c CONFIG] [-o OPTIONS]\n"
 		   "  zerofs-fuse snapshot create|list|info|delete -m MOUNTPOINT [NAME]\n"
 		   "  zerofs-fuse send [-c CONFIG] [-o OPTIONS] [--from SNAPSHOT] SNAPSHOT > STREAM\n"
-		   "  zerofs-fuse receive [-c CONFIG] [-o OPTIONS] < STREAM\n"
+		   "  zerofs-fuse receive [--force] [-c CONFIG] [-o OPTIONS] < STREAM\n"
 		   "  zerofs-fuse flush MOUNTPOINT\n"
 		   "  zerofs-fuse stats MOUNTPOINT\n"
 		   "  zerofs-fuse device create|list|resize|remove -m MOUNTPOINT [ARGS]\n"
@@ -745,7 +745,7 @@ static int cmd_receive(struct cli *c)
 	struct fs *fs = open_offline(c);
 	if (!fs)
 		return 1;
-	int rc = fs_receive(fs, STDIN_FILENO, pw, stderr);
+	int rc = fs_receive(fs, STDIN_FILENO, pw, c->repair, stderr);
 	if (rc < 0) {
 		fprintf(stderr, "zerofs-fuse receive: failed (%s); the target is unchanged\n",
 			strerror(-rc));
@@ -803,8 +803,8 @@ int cli_main(int argc, char **argv)
 			i--;
 		}
 	/* fsck's own flag, taken out before the common options are parsed. */
-	for (int i = 1; cmd->run == cmd_fsck && i < argc; i++)
-		if (strcmp(argv[i], "--repair") == 0) {
+	for (int i = 1; (cmd->run == cmd_fsck || cmd->run == cmd_receive) && i < argc; i++)
+		if (strcmp(argv[i], cmd->run == cmd_fsck ? "--repair" : "--force") == 0) {
 			c.repair = 1;
 			memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(*argv));
 			argc--;

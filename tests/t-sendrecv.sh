@@ -12,7 +12,7 @@
 #    the target does not have, a truncated stream, a stream with one byte
 #    flipped, a wrong stream password, a full stream into a store that is
 #    not empty, and (after s2 is received) a target that has changed since
-#    the base.
+#    the base; then receive --force rolls that target back and applies.
 set -euo pipefail
 source "$(dirname "$0")/functions.sh"
 requires_root
@@ -142,5 +142,21 @@ zerofs_mount "$B" "$t/cb" "$t/b" "$OPTS"
 out=$("$ZEROFS" snapshot list -m "$t/b")
 if grep -q "^s3 " <<<"$out"; then fail "a refused stream left snapshot s3"; fi
 zerofs_umount "$t/b"
+
+# ---- --force rolls the target back to the base, then applies ----
+tree "$t/a" >"$t/a-s3.tree"
+tool "$B" "$t/cb" receive --force <"$t/wrongbase.zs" 2>"$t/force.err" ||
+	fail "receive --force failed: $(cat "$t/force.err")"
+grep -q "rolled back to it" "$t/force.err" || fail "receive --force did not say it rolled back"
+zerofs_mount "$B" "$t/cb" "$t/b" "$OPTS"
+tree "$t/b" >"$t/b-live.tree"
+diff "$t/a-s3.tree" "$t/b-live.tree" || fail "after receive --force the target is not s3"
+zerofs_umount "$t/b"
+rm -rf "$t/cb"
+zerofs_mount "$B" "$t/cb" "$t/b" "$OPTS"
+tree "$t/b" >"$t/b-live.tree"
+diff "$t/a-s3.tree" "$t/b-live.tree" || fail "after a remount from the store the target is not s3"
+zerofs_umount "$t/b"
+tool "$B" "$t/cb" fsck >"$t/fsck.out" || fail "fsck of the target: $(cat "$t/fsck.out")"
 zerofs_umount "$t/a"
 echo "send/receive ok"

@@ -161,8 +161,9 @@ int fs_send(struct fs *fs, const char *from, const char *to, int fd, const char 
 	    int kdf_min, FILE *report);
 /* receive: apply a stream from fd to fs (a read-write mount of the target
  * store, opened for this), ending with the stream's snapshot there.  On
- * error nothing is made durable: the caller must fs_abort. */
-int fs_receive(struct fs *fs, int fd, const char *password, FILE *report);
+ * error nothing is made durable: the caller must fs_abort.  With force, a
+ * target changed since the stream's base is rolled back to it first. */
+int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *report);
 
 /* Is this a read-only mount (a replica or a snapshot)? */
 int fs_read_only(struct fs *fs);

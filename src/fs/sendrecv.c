@@ -369,7 +369,7 @@ static int count_snap(void *arg, const char *name)
 	return 0;
 }
 
-static int check_target(struct fs *fs, const char *from, const char *to)
+static int check_target(struct fs *fs, const char *from, const char *to, int force)
 {
 	struct jnl_snapshot sn;
 	int rc = jnl_snapshot_get(fs->st, &fs->key, to, &sn);
@@ -408,18 +408,28 @@ static int check_target(struct fs *fs, const char *from, const char *to)
 	int differs = 0;
 	pthread_mutex_lock(&fs->lock);
 	rc = idx_differs_from_image(fs->ix, sn.image, sn.image_len, &differs);
+	if (rc == 0 && differs && force) {
+		/* Like zfs receive -F: back to the base first.  Durable only
+		 * with the rest of the stream, at its one barrier. */
+		rc = idx_rollback_to_image(fs->ix, sn.image, sn.image_len);
+		if (rc == 0)
+			log_warn("receive: the target changed since snapshot %s; rolled back to "
+				 "it (--force)",
+				 from);
+		differs = 0;
+	}
 	pthread_mutex_unlock(&fs->lock);
 	free(sn.image);
 	if (rc == 0 && differs) {
 		log_error("receive: the target has changed since its snapshot %s (the stream's "
-			  "base); refusing to apply over it",
+			  "base); refusing to apply over it (--force rolls it back first)",
 			  from);
 		rc = -ESTALE;
 	}
 	return rc;
 }
 
-int fs_receive(struct fs *fs, int fd, const char *password, FILE *report)
+int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *report)
 {
 	struct stream s;
 	uint8_t hdr[STREAM_HEADER], key[32];
@@ -500,7 +510,7 @@ int fs_receive(struct fs *fs, int fd, const char *password, FILE *report)
 				break;
 			}
 			begun = 1;
-			rc = check_target(fs, fl ? from : NULL, to);
+			rc = check_target(fs, fl ? from : NULL, to, force);
 			break;
 		}
 		case 'C':

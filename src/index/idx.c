@@ -1484,6 +1484,46 @@ int idx_differs_from_image(struct idx *ix, const void *image, size_t len, int *d
 	return r;
 }
 
+int idx_rollback_to_image(struct idx *ix, const void *image, size_t len)
+{
+	static const char *const tables[] = {"inode", "symlink", "dirent", "xattr", "extent"};
+	char tmp[PATH_MAX], sql[256];
+	int r = idx_flush(ix);
+	if (r < 0)
+		return r;
+	const char *main_path = sqlite3_db_filename(ix->db, "main");
+	snprintf(tmp, sizeof(tmp), "%s.rollback", main_path ? main_path : "/tmp/zerofs");
+	r = write_file_synced(tmp, image, len);
+	if (r < 0)
+		return r;
+	r = attach_file(ix->db, tmp, "rb");
+	if (r == 0)
+		r = batch(ix);
+	/* Recorded in the session: the next log carries the rollback.  Rows
+	 * that did not change cancel out in the changeset. */
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(tables); i++) {
+		snprintf(sql, sizeof(sql),
+			 "DELETE FROM main.%s; INSERT INTO main.%s SELECT * FROM rb.%s;", tables[i],
+			 tables[i], tables[i]);
+		if (sqlite3_exec(ix->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+			r = db_error(ix, "rollback");
+	}
+	/* Live counts follow the extents now in place; segments only the
+	 * dropped state used fall to 0 and garbage collection takes them. */
+	if (r == 0 &&
+	    sqlite3_exec(ix->db,
+			 "UPDATE segment SET live = coalesce((SELECT sum(len) FROM main.extent AS e"
+			 " WHERE e.seg = segment.seg), 0)",
+			 NULL, NULL, NULL) != SQLITE_OK)
+		r = db_error(ix, "rollback");
+	if (r == 0)
+		r = idx_flush(ix);
+	if (sqlite3_exec(ix->db, "DETACH DATABASE rb", NULL, NULL, NULL) != SQLITE_OK && r == 0)
+		r = db_error(ix, "detach");
+	unlink(tmp);
+	return r;
+}
+
 static int stream_filter(void *arg, const char *table)
 {
 	(void)arg;

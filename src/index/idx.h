@@ -208,6 +208,9 @@ int idx_stream_diff(const char *base_path, const char *target_path, void **cs, s
 /* receive: does the index differ from image (a snapshot of it) in any
  * inode, name, symlink, attribute or extent? */
 int idx_differs_from_image(struct idx *ix, const void *image, size_t len, int *differs);
+/* receive --force: make the namespace and extents those of image (a
+ * snapshot of this index), recorded in the session; live counts recounted. */
+int idx_rollback_to_image(struct idx *ix, const void *image, size_t len);
 /* receive: apply a stream's changeset, recorded in the session (the
  * target's next log carries it); conflicts replace. */
 int idx_changeset_apply_logged(struct idx *ix, const void *cs, size_t len);
