@@ -43,6 +43,7 @@ struct fs {
 	char fsid_hex[2 * SEAL_FSID_BYTES + 1];
 	char *cache_path;
 	int lock_fd;
+	int clean_close; /* fs_close marked the index clean: seal it at close */
 	struct idx *ix;
 	struct data *d;
 	struct jnl *j;
@@ -1069,8 +1070,12 @@ static void fs_free(struct fs *fs)
 {
 	jnl_free(fs->j);
 	data_free(fs->d);
-	if (fs->ix)
+	if (fs->ix && fs->clean_close) {
+		if (idx_close_sealed(fs->ix) < 0)
+			log_warn("the next mount rebuilds the local index from the store");
+	} else if (fs->ix) {
 		idx_close(fs->ix);
+	}
 	lease_free(fs->lease);
 	store_close(fs->st);
 	if (fs->lock_fd >= 0)
@@ -1225,6 +1230,7 @@ int fs_close(struct fs *fs)
 		pthread_mutex_lock(&fs->lock);
 		rc = jnl_mark_clean(fs->j, 1);
 		pthread_mutex_unlock(&fs->lock);
+		fs->clean_close = rc == 0;
 	} else {
 		log_error("the last barrier failed (%s): changes since the previous barrier are "
 			  "lost",

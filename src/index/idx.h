@@ -77,6 +77,19 @@ struct idx *idx_open(const char *path);
 struct idx *idx_open_image(const char *path, const void *image, size_t len);
 void idx_close(struct idx *ix);
 
+/* The clean-close seal: a database reused at mount must be exactly the
+ * one a clean unmount left, or it could mount wrong data (a damaged disk,
+ * a power loss while it was written: SQLite does not sync it here, a hand
+ * edit).  idx_close_sealed commits, closes, syncs the file and writes its
+ * BLAKE2b checksum to path.seal; 0 or a negative errno (logged; the next
+ * mount then rebuilds).  ix is freed either way.  idx_check_seal, before
+ * path is opened again, removes path.seal and returns 0 only if it matched
+ * the file (and no -wal file appeared); otherwise -EUCLEAN or another
+ * negative errno, with a log line that names the file. */
+#define IDX_SEAL_BYTES 32
+int idx_close_sealed(struct idx *ix);
+int idx_check_seal(const char *path);
+
 /* Transactions around each filesystem operation: savepoints inside one
  * batch transaction that every write opens and idx_flush commits (the
  * journal flushes at each barrier; idx_changeset_take, idx_serialize and
