@@ -48,7 +48,7 @@ check_tree()
 		assert_eq "${want[$f]}" "$("$FSPROBE" sum "$M/$f")" "$f $1"
 	done
 	[ ! -e "$M/dir4/f" ] || fail "dir4/f is back under its old name $1"
-	assert_eq 201 "$(ls "$M/dir2" | wc -l)" "entries of dir2 $1"
+	assert_eq 201 "$(find "$M/dir2" -mindepth 1 | wc -l)" "entries of dir2 $1"
 	assert_eq overwritten "$(dd if="$M/dir1/f" bs=1 skip=4096 count=11 status=none)" \
 		"overwrite $1"
 }
@@ -84,8 +84,9 @@ zerofs_umount "$M"
 # from the store and show exactly what was fsynced.
 damage()
 {
-	local what="$1" how="$2"
-	eval "$how"
+	local what="$1"
+	shift
+	"$@"
 	mount_checked "after $what"
 	grep -qF "$db" "$LOG" || fail "the log does not name $db after $what"
 	grep -q "index rebuilt from checkpoint" "$LOG" || fail "no rebuild after $what"
@@ -93,27 +94,29 @@ damage()
 	[ -f "$db.seal" ] || fail "no seal after the clean unmount that followed $what"
 }
 size=$(stat -c %s "$db")
-damage "a page overwritten in the middle" \
-	'dd if=/dev/urandom of="$db" bs=4096 seek=$((size / 8192)) count=1 conv=notrunc status=none'
+overwrite_page() { dd if=/dev/urandom of="$db" bs=4096 seek=$((size / 8192)) count=1 \
+	conv=notrunc status=none; }
 # One byte of a file name, wherever it is stored (the table and its
 # index): a well-formed database that SQLite cannot tell from the real
 # one, and which would show a wrong tree.
 rename_in_db()
 {
-	local off
+	local off offs
 	offs=$(grep -obUa bigfile "$db" | cut -d: -f1)
 	[ -n "$offs" ] || fail "the name bigfile is not in $db"
 	for off in $offs; do
 		printf X | dd of="$db" bs=1 seek="$off" conv=notrunc status=none
 	done
 }
+garbage() { head -c "$2" /dev/urandom >"$1"; }
+damage "a page overwritten in the middle" overwrite_page
 damage "one byte of a name changed" rename_in_db
-damage "the index truncated" 'truncate -s $((size / 2)) "$db"'
-damage "the index emptied" 'truncate -s 0 "$db"'
-damage "the index replaced by garbage" 'head -c "$size" /dev/urandom >"$db"'
-damage "a stray write-ahead log" 'head -c 32768 /dev/urandom >"$db-wal"'
-damage "the seal removed" 'rm -f "$db.seal"'
-damage "the seal damaged" 'echo 0123 >"$db.seal"'
+damage "the index truncated" truncate -s $((size / 2)) "$db"
+damage "the index emptied" truncate -s 0 "$db"
+damage "the index replaced by garbage" garbage "$db" "$size"
+damage "a stray write-ahead log" garbage "$db-wal" 32768
+damage "the seal removed" rm -f "$db.seal"
+damage "the seal damaged" garbage "$db.seal" 65
 # A crash (no seal) is the same case as a damaged index: rebuilt.
 zerofs_mount "$S" "$C" "$M" "$OPTS"
 want[before-crash]=$("$FSPROBE" writesync "$M/before-crash" 100000 33)
