@@ -28,7 +28,7 @@ URI=nbd://127.0.0.1:$port/disk
 # Same job options for the write and the verify-only runs, so that fio
 # regenerates the same offsets and patterns (randrepeat is on by default).
 common=(--rw=randwrite --bsrange=4k-128k --verify=crc32c --verify_fatal=1
-	--randrepeat=1 --group_reporting)
+	--randrepeat=1 --group_reporting --verify_state_save=0)
 
 # run_fio NAME ARGS...: fio must exit 0 without errors; its output is kept.
 run_fio()
