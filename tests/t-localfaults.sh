@@ -71,11 +71,19 @@ db=$(echo "$C"/*/index.db)
 [ -f "$db" ] || fail "no local index in $C"
 [ -f "$db.seal" ] || fail "a clean unmount left no $db.seal"
 
-# --- (a) the cache directory deleted while unmounted ---
+# --- (a) the cache directory deleted (unmounted, then mounted) ---
 rm -rf "$C"
 mount_checked "after the cache directory was deleted"
 grep -q "index rebuilt from checkpoint" "$LOG" || fail "no rebuild logged without a cache"
 want[after-a]=$("$FSPROBE" writesync "$M/after-a" 200000 21)
+# Deleted while mounted: the open database goes on; the unmount cannot
+# seal it, says so, and the next mount rebuilds.
+rm -rf "$C"
+want[cache-gone]=$("$FSPROBE" writesync "$M/cache-gone" 200000 22)
+zerofs_umount "$M"
+grep -q "cannot seal" "$LOG" || fail "no message about the index deleted while mounted"
+mount_checked "after the cache directory was deleted while mounted"
+grep -q "index rebuilt from checkpoint" "$LOG" || fail "no rebuild after the cache was deleted"
 zerofs_umount "$M"
 
 # --- (b) the local index damaged while unmounted ---
