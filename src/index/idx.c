@@ -174,7 +174,7 @@ struct idx {
 	sqlite3_session *session;
 	sqlite3_stmt *st[ST_COUNT];
 	int depth; /* open idx_begin savepoints */
-	int lost;  /* the batch transaction was lost: every call fails (batch_lost) */
+	int lost; /* the batch transaction was lost: every call fails (batch_lost) */
 };
 
 static void stmt_release(sqlite3_stmt **st)
@@ -193,12 +193,6 @@ static int db_error(struct idx *ix, const char *what)
 	return -EIO;
 }
 
-/* Step st: SQLITE_ROW or SQLITE_DONE, or -EIO (logged).  A constraint
- * violation is -EEXIST (not logged: the caller expects duplicates). */
-/* Writes are batched: the first one opens a transaction that stays open
- * until idx_flush (the journal flushes at every barrier), so a filesystem
- * operation costs no commit of its own.  Durability is the journal's job,
- * and a crash makes the local database a stale cache anyway. */
 /* SQLite rolled the whole batch transaction back after an error (a full
  * disk, an I/O error): operations that were acknowledged are gone from the
  * index, and inode numbers the kernel still holds may be handed out again.
@@ -216,6 +210,12 @@ static int batch_lost(struct idx *ix, const char *what, const char *msg, int err
 	return -EIO;
 }
 
+/* Step st: SQLITE_ROW or SQLITE_DONE, or -EIO (logged).  A constraint
+ * violation is -EEXIST (not logged: the caller expects duplicates). */
+/* Writes are batched: the first one opens a transaction that stays open
+ * until idx_flush (the journal flushes at every barrier), so a filesystem
+ * operation costs no commit of its own.  Durability is the journal's job,
+ * and a crash makes the local database a stale cache anyway. */
 static int batch(struct idx *ix)
 {
 	if (ix->lost)

@@ -28,7 +28,11 @@
  *
  * Errors: 0 (or a documented positive value) on success, negative errno
  * otherwise: -ENOENT missing row, -EEXIST duplicate, -EIO on any SQLite
- * failure (logged with SQLite's message).
+ * failure (logged with SQLite's message).  If an error makes SQLite roll
+ * back the whole batch transaction (a full disk at COMMIT), the changes since
+ * the last barrier are gone: one log line names the database, and every
+ * later call fails with -EIO (idx_flush too, so no barrier succeeds); the
+ * next mount rebuilds the index from the store.
  *
  * Locking: one struct idx is one SQLite connection and is NOT thread-safe:
  * the caller serialises every call (the fs layer holds its index lock).
