@@ -36,6 +36,7 @@ struct fs {
 	char fsid_hex[2 * SEAL_FSID_BYTES + 1];
 	char *cache_path;
 	int lock_fd;
+	int clean_close; /* fs_close marked the index clean: seal it at close */
 	struct idx *ix;
 	struct data *d;
 	struct jnl *j;

@@ -1126,8 +1126,12 @@ static void fs_free(struct fs *fs)
 	fs_replica_stop(fs);
 	jnl_free(fs->j);
 	data_free(fs->d);
-	if (fs->ix)
+	if (fs->ix && fs->clean_close) {
+		if (idx_close_sealed(fs->ix) < 0)
+			log_warn("the next mount rebuilds the local index from the store");
+	} else if (fs->ix) {
 		idx_close(fs->ix);
+	}
 	lease_free(fs->lease);
 	store_close(fs->st);
 	if (fs->lock_fd >= 0)
@@ -1364,6 +1368,7 @@ int fs_close(struct fs *fs)
 		pthread_mutex_lock(&fs->lock);
 		rc = jnl_mark_clean(fs->j, 1);
 		pthread_mutex_unlock(&fs->lock);
+		fs->clean_close = rc == 0;
 	} else {
 		log_error("the last barrier failed (%s): changes since the previous barrier are "
 			  "lost",

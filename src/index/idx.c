@@ -20,7 +20,9 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -193,6 +195,7 @@ struct idx {
 	sqlite3_session *session;
 	sqlite3_stmt *st[ST_COUNT];
 	int depth; /* open idx_begin savepoints */
+	int lost; /* the batch transaction was lost: every call fails (batch_lost) */
 };
 
 static void stmt_release(sqlite3_stmt **st)
@@ -211,6 +214,23 @@ static int db_error(struct idx *ix, const char *what)
 	return -EIO;
 }
 
+/* SQLite rolled the whole batch transaction back after an error (a full
+ * disk, an I/O error): operations that were acknowledged are gone from the
+ * index, and inode numbers the kernel still holds may be handed out again.
+ * Nothing may be served from that state.  The store still holds every
+ * barrier, and a remount rebuilds the index from it. */
+static int batch_lost(struct idx *ix, const char *what, const char *msg, int err)
+{
+	if (!ix->lost)
+		log_error("index: %s failed (%s%s%s): %s lost the changes since the last barrier; "
+			  "every request now fails with EIO: free space in the cache directory, "
+			  "then unmount and mount again",
+			  what, msg, err ? ": " : "", err ? strerror(err) : "",
+			  sqlite3_db_filename(ix->db, "main"));
+	ix->lost = 1;
+	return -EIO;
+}
+
 /* Step st: SQLITE_ROW or SQLITE_DONE, or -EIO (logged).  A constraint
  * violation is -EEXIST (not logged: the caller expects duplicates). */
 /* Writes are batched: the first one opens a transaction that stays open
@@ -219,6 +239,8 @@ static int db_error(struct idx *ix, const char *what)
  * and a crash makes the local database a stale cache anyway. */
 static int batch(struct idx *ix)
 {
+	if (ix->lost)
+		return -EIO;
 	if (!sqlite3_get_autocommit(ix->db))
 		return 0;
 	if (sqlite3_exec(ix->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
@@ -232,9 +254,15 @@ int idx_flush(struct idx *ix)
 {
 	if (ix->depth)
 		return -EBUSY;
+	if (ix->lost)
+		return -EIO;
 	if (sqlite3_get_autocommit(ix->db))
 		return 0;
 	if (sqlite3_exec(ix->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		/* Still open: the next flush tries again.  Rolled back: lost. */
+		if (sqlite3_get_autocommit(ix->db))
+			return batch_lost(ix, "COMMIT", sqlite3_errmsg(ix->db),
+					  sqlite3_system_errno(ix->db));
 		log_error("index: COMMIT: %s", sqlite3_errmsg(ix->db));
 		return -EIO;
 	}
@@ -248,10 +276,16 @@ static int step(struct idx *ix, sqlite3_stmt *st)
 		if (b < 0)
 			return b;
 	}
+	if (ix->lost)
+		return -EIO;
+	int open = !sqlite3_get_autocommit(ix->db);
 	int rc = sqlite3_step(st);
 
 	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
 		return rc;
+	if (open && sqlite3_get_autocommit(ix->db))
+		return batch_lost(ix, sqlite3_sql(st), sqlite3_errmsg(ix->db),
+				  sqlite3_system_errno(ix->db));
 	if ((rc & 0xff) == SQLITE_CONSTRAINT)
 		return -EEXIST;
 	log_error("index: %s: %s", sqlite3_sql(st), sqlite3_errmsg(ix->db));
@@ -444,17 +478,28 @@ err_close:
 	return NULL;
 }
 
-void idx_close(struct idx *ix)
+/* Commit and close; 0 only if everything was committed and the WAL was
+ * folded into the database file (SQLite does that at the last close). */
+static int close_db(struct idx *ix)
 {
-	if (!ix)
-		return;
-	idx_flush(ix);
+	int r = idx_flush(ix);
+
 	if (ix->session)
 		sqlite3session_delete(ix->session);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(ix->st[i]);
-	sqlite3_close(ix->db);
+	if (sqlite3_close(ix->db) != SQLITE_OK && r == 0) {
+		log_error("index: close: %s", sqlite3_errmsg(ix->db));
+		r = -EIO;
+	}
 	free(ix);
+	return r;
+}
+
+void idx_close(struct idx *ix)
+{
+	if (ix)
+		close_db(ix);
 }
 
 static int write_file_synced(const char *path, const void *data, size_t len)
@@ -520,6 +565,125 @@ struct idx *idx_open_image(const char *path, const void *image, size_t len)
 		return NULL;
 	}
 	return idx_open(path);
+}
+
+/* ---- the clean-close seal ---- */
+
+/* BLAKE2b of the whole file at fd, which is also synced to disk. */
+static int file_digest(int fd, unsigned char out[IDX_SEAL_BYTES])
+{
+	crypto_generichash_state h;
+	unsigned char buf[65536];
+	ssize_t n;
+
+	crypto_generichash_init(&h, NULL, 0, IDX_SEAL_BYTES);
+	while ((n = read(fd, buf, sizeof(buf))) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		crypto_generichash_update(&h, buf, (size_t)n);
+	}
+	crypto_generichash_final(&h, out, IDX_SEAL_BYTES);
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int seal_path(char *out, size_t n, const char *path, const char *suffix)
+{
+	return (size_t)snprintf(out, n, "%s%s", path, suffix) >= n ? -ENAMETOOLONG : 0;
+}
+
+int idx_close_sealed(struct idx *ix)
+{
+	char path[PATH_MAX], seal[PATH_MAX];
+	unsigned char sum[IDX_SEAL_BYTES];
+	char hex[2 * IDX_SEAL_BYTES + 2];
+	const char *name = sqlite3_db_filename(ix->db, "main");
+	int r;
+
+	r = seal_path(path, sizeof(path), name ? name : "", "");
+	if (r == 0 && !path[0])
+		r = -EINVAL;
+	if (r == 0)
+		r = seal_path(seal, sizeof(seal), path, ".seal");
+	if (r < 0) {
+		idx_close(ix);
+		return r;
+	}
+	r = close_db(ix);
+	if (r < 0)
+		return r;
+	CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		r = -errno;
+	if (r == 0)
+		r = file_digest(fd, sum);
+	if (r == 0) {
+		sodium_bin2hex(hex, sizeof(hex) - 1, sum, sizeof(sum));
+		strcat(hex, "\n");
+		r = write_file_synced(seal, hex, strlen(hex));
+	}
+	if (r < 0)
+		log_error("index: cannot seal %s after its clean close: %s", path, strerror(-r));
+	return r;
+}
+
+int idx_check_seal(const char *path)
+{
+	char seal[PATH_MAX], wal[PATH_MAX], want[2 * IDX_SEAL_BYTES + 2] = "";
+	unsigned char sum[IDX_SEAL_BYTES];
+	char have[2 * IDX_SEAL_BYTES + 1];
+	struct stat sb;
+	ssize_t n = -1;
+	int r;
+
+	r = seal_path(seal, sizeof(seal), path, ".seal");
+	if (r == 0)
+		r = seal_path(wal, sizeof(wal), path, "-wal");
+	if (r < 0)
+		return r;
+	{
+		CLEANUP_CLOSE int fd = open(seal, O_RDONLY | O_CLOEXEC);
+		if (fd >= 0)
+			n = read(fd, want, sizeof(want) - 1);
+	}
+	/* A seal vouches for one state of the file: once the database is
+	 * opened again it no longer does. */
+	if (unlink(seal) < 0 && errno != ENOENT) {
+		r = -errno;
+		log_error("index: cannot remove %s: %s", seal, strerror(-r));
+		return r;
+	}
+	if (n != 2 * IDX_SEAL_BYTES + 1 || want[n - 1] != '\n') {
+		log_info("index: %s was not closed cleanly (no valid %s)", path, seal);
+		return -EUCLEAN;
+	}
+	want[n - 1] = '\0';
+	if (stat(wal, &sb) == 0 && sb.st_size > 0) {
+		log_warn("index: %s has a write-ahead log (%s) it did not have when it was "
+			 "closed cleanly",
+			 path, wal);
+		return -EUCLEAN;
+	}
+	CLEANUP_CLOSE int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		log_warn("index: cannot open %s: %s", path, strerror(-r));
+		return r;
+	}
+	r = file_digest(fd, sum);
+	if (r < 0) {
+		log_warn("index: cannot read %s: %s", path, strerror(-r));
+		return r;
+	}
+	sodium_bin2hex(have, sizeof(have), sum, sizeof(sum));
+	if (strcmp(have, want) != 0) {
+		log_warn("index: %s is damaged: it does not match the checksum written at its "
+			 "clean close",
+			 path);
+		return -EUCLEAN;
+	}
+	return 0;
 }
 
 /* ---- transactions ---- */

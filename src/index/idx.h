@@ -28,7 +28,11 @@
  *
  * Errors: 0 (or a documented positive value) on success, negative errno
  * otherwise: -ENOENT missing row, -EEXIST duplicate, -EIO on any SQLite
- * failure (logged with SQLite's message).
+ * failure (logged with SQLite's message).  If an error makes SQLite roll
+ * back the whole batch transaction (a full disk at COMMIT), the changes since
+ * the last barrier are gone: one log line names the database, and every
+ * later call fails with -EIO (idx_flush too, so no barrier succeeds); the
+ * next mount rebuilds the index from the store.
  *
  * Locking: one struct idx is one SQLite connection and is NOT thread-safe:
  * the caller serialises every call (the fs layer holds its index lock).
@@ -76,6 +80,19 @@ struct idx *idx_open(const char *path);
  * by idx_serialize, then idx_open it.  Returns NULL with errno set. */
 struct idx *idx_open_image(const char *path, const void *image, size_t len);
 void idx_close(struct idx *ix);
+
+/* The clean-close seal: a database reused at mount must be exactly the
+ * one a clean unmount left, or it could mount wrong data (a damaged disk,
+ * a power loss while it was written: SQLite does not sync it here, a hand
+ * edit).  idx_close_sealed commits, closes, syncs the file and writes its
+ * BLAKE2b checksum to path.seal; 0 or a negative errno (logged; the next
+ * mount then rebuilds).  ix is freed either way.  idx_check_seal, before
+ * path is opened again, removes path.seal and returns 0 only if it matched
+ * the file (and no -wal file appeared); otherwise -EUCLEAN or another
+ * negative errno, with a log line that names the file. */
+#define IDX_SEAL_BYTES 32
+int idx_close_sealed(struct idx *ix);
+int idx_check_seal(const char *path);
 
 /* Transactions around each filesystem operation: savepoints inside one
  * batch transaction that every write opens and idx_flush commits (the

@@ -227,6 +227,12 @@ static struct idx *try_local(const char *db_path, const char *fsid_hex, uint64_t
 	struct stat sb;
 	if (stat(db_path, &sb) < 0)
 		return NULL;
+	/* Only the file a clean unmount sealed: a damaged one could mount
+	 * wrong data (idx_check_seal logs why it is not reused). */
+	if (idx_check_seal(db_path) < 0) {
+		log_info("rebuilding the local index %s from the store", db_path);
+		return NULL;
+	}
 	struct idx *ix = idx_open(db_path);
 	if (!ix) {
 		log_warn("local index %s cannot be opened; rebuilding it from the store", db_path);

@@ -1175,3 +1175,57 @@ Test(idx, image_round_trip_on_files)
 	free(img);
 	rm_tree(dir);
 }
+
+/* The clean-close seal: a sealed file is accepted once; a changed byte, a
+ * missing or damaged seal, or a -wal that appeared are refused. */
+Test(idx, clean_close_seal)
+{
+	char dir[] = "/tmp/test_idx.XXXXXX", p[64], seal[80], wal[80];
+	struct idx *ix;
+	int fd;
+
+	cr_assert_not_null(mkdtemp(dir));
+	snprintf(p, sizeof(p), "%s/index.db", dir);
+	snprintf(seal, sizeof(seal), "%s.seal", p);
+	snprintf(wal, sizeof(wal), "%s-wal", p);
+	cr_assert_eq(idx_check_seal(p), -EUCLEAN, "no seal yet");
+
+	/* Sealed, accepted once: the check consumes the seal. */
+	ix = idx_open(p);
+	cr_assert_not_null(ix);
+	mkroot(ix);
+	churn(ix, 0);
+	churn(ix, 1);
+	cr_assert_eq(idx_close_sealed(ix), 0);
+	cr_assert_eq(access(seal, F_OK), 0);
+	cr_assert_eq(access(wal, F_OK), -1, "the WAL was folded in at close");
+	cr_assert_eq(idx_check_seal(p), 0);
+	cr_assert_eq(access(seal, F_OK), -1);
+	cr_assert_eq(idx_check_seal(p), -EUCLEAN, "a seal is good once");
+
+	/* One byte changed after the seal. */
+	ix = idx_open(p);
+	cr_assert_not_null(ix);
+	cr_assert_eq(idx_close_sealed(ix), 0);
+	fd = open(p, O_WRONLY);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(pwrite(fd, "\x5a", 1, 200), 1);
+	close(fd);
+	cr_assert_eq(idx_check_seal(p), -EUCLEAN);
+
+	/* A damaged seal, and a -wal beside a sealed file. */
+	ix = idx_open(p);
+	cr_assert_not_null(ix);
+	cr_assert_eq(idx_close_sealed(ix), 0);
+	fd = open(seal, O_WRONLY | O_TRUNC);
+	cr_assert_geq(fd, 0);
+	cr_assert_eq(write(fd, "0123\n", 5), 5);
+	close(fd);
+	cr_assert_eq(idx_check_seal(p), -EUCLEAN);
+	ix = idx_open(p);
+	cr_assert_not_null(ix);
+	cr_assert_eq(idx_close_sealed(ix), 0);
+	write_junk(wal);
+	cr_assert_eq(idx_check_seal(p), -EUCLEAN);
+	rm_tree(dir);
+}
