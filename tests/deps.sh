@@ -10,7 +10,7 @@ packages="
 	mandoc fio attr e2fsprogs xfsprogs btrfs-progs valgrind psmisc util-linux python3
 	libnbd-bin nbdfuse python3-libnbd qemu-utils
 	radosgw ceph-mon ceph-osd curl
-	zfs-fuse
+	zfs-fuse postgresql
 "
 
 if [ "$(id -u)" -ne 0 ]; then
