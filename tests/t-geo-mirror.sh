@@ -146,7 +146,7 @@ run_mirror()
 	fi
 	"${geo[@]}" status >"$d/status.out" || { cat "$d/status.out"; fail "$fs: status not healthy after up"; }
 
-	head -c 16M /dev/urandom >"$M/big"
+	head -c 8M /dev/urandom >"$M/big"
 	mkdir "$M/d"
 	for i in $(seq 1 50); do echo "file $i $RANDOM" >"$M/d/f$i"; done
 	(cd "$M" && find . -type f -print0 | sort -z | xargs -0 md5sum) >"$d/sums"
