@@ -211,9 +211,15 @@ run_mirror()
 	"${geo[@]}" status >"$d/status.out" || { cat "$d/status.out"; fail "$fs: status not healthy after heal"; }
 	"${geo[@]}" down || fail "$fs: down failed"
 	echo "[${SECONDS}s] $fs: down done"
+	# The daemons are not this shell's children: their logs tell how they
+	# ended (and hold what a sanitizer build found).
 	for i in 1 2 3; do
 		grep -q 'all data is in the store' "$d/$i/log" ||
 			{ show_logs "$d"; fail "$fs: instance $i did not end with its last barrier"; }
+		if grep -Eq 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$d/$i/log"; then
+			show_logs "$d"
+			fail "$fs: a sanitizer report in the log of instance $i"
+		fi
 	done
 	echo "[${SECONDS}s] $fs: ok"
 }
