@@ -12,6 +12,7 @@ packages="
 	libnbd-bin nbdfuse python3-libnbd qemu-utils
 	radosgw ceph-mon ceph-osd curl
 	dpkg-dev debhelper
+	zfs-fuse postgresql
 "
 
 if [ "$(id -u)" -ne 0 ]; then
