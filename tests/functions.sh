@@ -274,3 +274,34 @@ zerofs_term()
 	mountpoint -q "$mnt" && fail "$mnt is still mounted after SIGTERM"
 	return 0
 }
+
+# Loop devices: loop_attach FILE [LOSETUP-OPTIONS...] attaches FILE, prints
+# the device and records it with the identity of its backing file (device
+# and inode: after a FUSE daemon dies the backing path no longer reads as
+# the test's path), so loop_detach_all can detach exactly the devices this
+# test attached, even if the daemon died, and never one a device number was
+# reused for by someone else.  Callable from $(...): the record is a file.
+_loop_record=$(mktemp /tmp/zerofs-loops.XXXXXX)
+loop_attach()
+{
+	local file="$1" dev id
+	shift
+	dev=$(losetup -f --show "$@" "$file") || return 1
+	id=$(losetup -l -n -O BACK-MAJ:MIN,BACK-INO "$dev" | tr -s ' ' | sed 's/^ //')
+	echo "$dev $id" >>"$_loop_record"
+	echo "$dev"
+}
+
+loop_detach_all()
+{
+	local dev id now
+	while read -r dev id; do
+		now=$(losetup -l -n -O BACK-MAJ:MIN,BACK-INO "$dev" 2>/dev/null | tr -s ' ' |
+			sed 's/^ //')
+		if [ -n "$now" ] && [ "$now" = "$id" ]; then
+			if ! { losetup -d "$dev" 2>/dev/null; }; then :; fi
+		fi
+	done <"$_loop_record"
+	: >"$_loop_record"
+}
+cleanup_fn rm -f "$_loop_record"

@@ -34,10 +34,7 @@ teardown()
 {
 	local dev
 	if ! { umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null; }; then :; fi
-	for dev in $(losetup -l -n -O NAME,BACK-FILE |
-		awk -v t="$t" 'index($2, t) == 1 { print $1 }'); do
-		if ! { losetup -d "$dev" 2>/dev/null; }; then :; fi
-	done
+	loop_detach_all
 	# Drop btrfs's record of the detached devices.
 	if ! { btrfs device scan --forget >/dev/null 2>&1; }; then :; fi
 }
@@ -49,7 +46,7 @@ cleanup_fn teardown # registered after the mounts: runs before their cleanup
 
 attach()
 {
-	losetup -f --show --direct-io=on "$t/mnt$1/.nbd/disk" || fail "losetup on mnt$1 failed"
+	loop_attach "$t/mnt$1/.nbd/disk" --direct-io=on || fail "losetup on mnt$1 failed"
 }
 mount_btrfs()
 {

@@ -42,9 +42,7 @@ cleanup_loops()
 {
 	local dev
 	if ! { umount "$IN" 2>/dev/null || umount -l "$IN" 2>/dev/null; }; then :; fi
-	for dev in $(losetup -l -n -O NAME,BACK-FILE | awk -v t="$t" 'index($2, t) == 1 { print $1 }'); do
-		if ! { losetup -d "$dev" 2>/dev/null; }; then :; fi
-	done
+	loop_detach_all
 }
 
 zerofs_mount "$S" "$C" "$M" "$OPTS"
@@ -53,7 +51,7 @@ cleanup_fn cleanup_loops # registered after the mount: runs before its cleanup
 attach()
 {
 	local dev
-	dev=$(losetup -f --show --direct-io="$2" "$M/.nbd/$1") || fail "losetup $1 failed"
+	dev=$(loop_attach "$M/.nbd/$1" --direct-io="$2") || fail "losetup $1 failed"
 	echo "$dev"
 }
 
