@@ -94,6 +94,9 @@ assert_eq middle "$(dd if="$M/sparse" bs=1 skip=$((1 << 39)) count=6 status=none
 assert_eq $((1 << 39)) "$("$FSPROBE" seek "$M/sparse" 0 data)" "SEEK_DATA"
 assert_eq 0 "$("$FSPROBE" seek "$M/sparse" 0 hole)" "SEEK_HOLE at 0"
 assert_eq $(( (1 << 39) + 65536 )) "$("$FSPROBE" seek "$M/sparse" $((1 << 39)) hole)" "SEEK_HOLE after data"
+# Before fsync the written pages may still be dirty in the kernel (writeback
+# cache): the answer must count them as data all the same.
+assert_eq "1048576 2097152" "$("$FSPROBE" seekdirty "$M/seekdirty")" "SEEK_DATA/SEEK_HOLE before fsync"
 assert_eq ENXIO "$("$FSPROBE" seek "$M/sparse" $(( (1 << 39) + 65536 )) data)" "SEEK_DATA past data"
 assert_eq 0 "$(dd if="$M/sparse" bs=65536 skip=100 count=1 status=none | tr -d '\0' | wc -c)" "hole reads zeros"
 

@@ -39,6 +39,15 @@ static int keep_cache_ok = 1;
 #define STATS_NAME ".zerofs-stats"
 #define STATS_INO ((fuse_ino_t)0xfffffffffffff000ULL)
 
+/* A SEEK_DATA or SEEK_HOLE waiting for the seek thread. */
+struct seek_req {
+	fuse_req_t req;
+	fuse_ino_t ino;
+	off_t off;
+	int whence;
+	struct seek_req *next;
+};
+
 struct zfuse {
 	struct fs *fs;
 	struct fuse_session *se;
@@ -46,6 +55,14 @@ struct zfuse {
 	int mounted;
 	pthread_t sig_thread;
 	int sig_running;
+	int writeback; /* the kernel's writeback cache is on */
+
+	/* SEEK_DATA/SEEK_HOLE under the writeback cache (zf_lseek). */
+	pthread_mutex_t seek_m;
+	pthread_cond_t seek_cond;
+	struct seek_req *seek_head, *seek_tail;
+	pthread_t seek_thread;
+	int seek_running, seek_stop;
 };
 
 static struct fs *get_fs(fuse_req_t req)
@@ -111,6 +128,7 @@ static void zf_init(void *userdata, struct fuse_conn_info *conn)
 	if ((conn->capable & FUSE_CAP_WRITEBACK_CACHE) && !fs_read_only(zf->fs)) {
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 		fs_set_kernel_times(zf->fs, 1);
+		zf->writeback = 1;
 	} else {
 		conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
 	}
@@ -609,15 +627,75 @@ static void zf_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	fuse_reply_err(req, -fs_fallocate(get_fs(req), ino, mode, (uint64_t)off, (uint64_t)len));
 }
 
-static void zf_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
-		     struct fuse_file_info *fi)
+static void answer_seek(struct fs *fs, fuse_req_t req, fuse_ino_t ino, off_t off, int whence)
 {
 	uint64_t pos;
-	int rc = off < 0 ? -ENXIO : fs_lseek(get_fs(req), ino, (uint64_t)off, whence, &pos);
+	int rc = off < 0 ? -ENXIO : fs_lseek(fs, ino, (uint64_t)off, whence, &pos);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
 		fuse_reply_lseek(req, (off_t)pos);
+}
+
+/* Under the writeback cache the kernel asks where the data is without
+ * writing back its dirty pages first, so the daemon would report holes
+ * where written data still sits in the page cache.  The seek thread first
+ * has the kernel launder the inode's dirty pages (an invalidation writes
+ * them back, through the FUSE workers), then answers.  It is not a worker
+ * and the request is answered later from it, so no worker waits on the
+ * laundering: no deadlock however many seeks arrive at once. */
+static void *seek_main(void *arg)
+{
+	struct zfuse *zf = arg;
+	pthread_mutex_lock(&zf->seek_m);
+	for (;;) {
+		while (!zf->seek_head && !zf->seek_stop)
+			pthread_cond_wait(&zf->seek_cond, &zf->seek_m);
+		struct seek_req *r = zf->seek_head;
+		if (!r)
+			break;
+		zf->seek_head = r->next;
+		if (!zf->seek_head)
+			zf->seek_tail = NULL;
+		pthread_mutex_unlock(&zf->seek_m);
+		if (zf->seek_stop) {
+			fuse_reply_err(r->req, EIO);
+		} else {
+			int rc = fuse_lowlevel_notify_inval_inode(zf->se, r->ino, 0, 0);
+			if (rc < 0 && rc != -ENOENT)
+				log_debug("seek: cannot write back the kernel's pages of inode %" PRIu64
+					  ": %s",
+					  (uint64_t)r->ino, strerror(-rc));
+			answer_seek(zf->fs, r->req, r->ino, r->off, r->whence);
+		}
+		free(r);
+		pthread_mutex_lock(&zf->seek_m);
+	}
+	pthread_mutex_unlock(&zf->seek_m);
+	return NULL;
+}
+
+static void zf_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct zfuse *zf = fuse_req_userdata(req);
+	(void)fi;
+	if (zf->writeback && zf->seek_running && (whence == SEEK_DATA || whence == SEEK_HOLE)) {
+		struct seek_req *r = calloc(1, sizeof(*r));
+		if (r) {
+			*r = (struct seek_req){req, ino, off, whence, NULL};
+			pthread_mutex_lock(&zf->seek_m);
+			if (zf->seek_tail)
+				zf->seek_tail->next = r;
+			else
+				zf->seek_head = r;
+			zf->seek_tail = r;
+			pthread_cond_signal(&zf->seek_cond);
+			pthread_mutex_unlock(&zf->seek_m);
+			return;
+		}
+	}
+	answer_seek(get_fs(req), req, ino, off, whence);
 }
 
 static const struct fuse_lowlevel_ops zf_ops = {
@@ -696,6 +774,8 @@ struct zfuse *zfuse_new(const struct cfg *cfg, const char *extra_opts, int debug
 	struct zfuse *zf = calloc(1, sizeof(*zf));
 	if (!zf)
 		return NULL;
+	pthread_mutex_init(&zf->seek_m, NULL);
+	pthread_cond_init(&zf->seek_cond, NULL);
 	CLEANUP_FREE char *opts = NULL;
 	if (asprintf(&opts, "fsname=zerofs-fuse,subtype=zerofs-fuse,default_permissions%s%s%s",
 		     cfg->allow_other ? ",allow_other" : "", extra_opts && *extra_opts ? "," : "",
@@ -800,6 +880,13 @@ int zfuse_mount(struct zfuse *zf, struct fs *fs, const char *mountpoint)
 		return -err;
 	}
 	zf->sig_running = 1;
+	err = pthread_create(&zf->seek_thread, NULL, seek_main, zf);
+	if (err) {
+		errno = err;
+		log_error("cannot start the seek thread: %m");
+		return -err;
+	}
+	zf->seek_running = 1;
 	return 0;
 }
 
@@ -839,6 +926,16 @@ void zfuse_free(struct zfuse *zf)
 {
 	if (!zf)
 		return;
+	if (zf->seek_running) {
+		pthread_mutex_lock(&zf->seek_m);
+		zf->seek_stop = 1;
+		pthread_cond_broadcast(&zf->seek_cond);
+		pthread_mutex_unlock(&zf->seek_m);
+		pthread_join(zf->seek_thread, NULL);
+		zf->seek_running = 0;
+	}
+	pthread_mutex_destroy(&zf->seek_m);
+	pthread_cond_destroy(&zf->seek_cond);
 	if (zf->sig_running) {
 		/* sigwait is a cancellation point: a thread still waiting there
 		 * (the mount went away by fusermount3 -u) ends here. */

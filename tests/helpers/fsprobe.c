@@ -2,6 +2,7 @@
  *
  *   fsprobe rename FROM TO noreplace|exchange
  *   fsprobe seek FILE OFFSET data|hole        prints the offset or ENXIO
+ *   fsprobe seekdirty FILE                     SEEK_DATA/SEEK_HOLE before fsync
  *   fsprobe falloc FILE punch|zero|keep|plain OFFSET LEN
  *   fsprobe mkfiles DIR N                      creates N empty files f0..f(N-1)
  *   fsprobe unlinked FILE                      writes, unlinks, reads back via the fd
@@ -61,6 +62,26 @@ static int do_seek(char **a)
 	}
 	printf("%lld\n", (long long)r);
 	return 0;
+}
+
+/* Write 1 MiB at 1 MiB (a hole before it) without fsync, then ask where
+ * the data and the next hole are while the pages may still be dirty in
+ * the kernel: prints "DATA HOLE" (1048576 2097152 when right). */
+static int do_seekdirty(char **a)
+{
+	static char buf[1 << 20];
+	int fd = open(a[0], O_RDWR | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		return die("open");
+	memset(buf, 'x', sizeof(buf));
+	if (pwrite(fd, buf, sizeof(buf), 1 << 20) != (ssize_t)sizeof(buf))
+		return die("pwrite");
+	off_t d = lseek(fd, 0, SEEK_DATA);
+	off_t h = d < 0 ? -1 : lseek(fd, d, SEEK_HOLE);
+	if (d < 0 || h < 0)
+		return die("lseek");
+	printf("%lld %lld\n", (long long)d, (long long)h);
+	return close(fd) < 0 ? die("close") : 0;
 }
 
 static int do_falloc(char **a)
@@ -196,7 +217,7 @@ int main(int argc, char **argv)
 		int nargs;
 		int (*fn)(char **);
 	} cmds[] = {
-		{"rename", 3, do_rename},   {"seek", 3, do_seek},
+		{"rename", 3, do_rename},   {"seek", 3, do_seek}, {"seekdirty", 1, do_seekdirty},
 		{"falloc", 4, do_falloc},   {"mkfiles", 2, do_mkfiles},
 		{"unlinked", 1, do_unlinked}, {"pwrite", 3, do_pwrite},
 		{"writesync", 3, do_writesync}, {"sum", 1, do_sum},
