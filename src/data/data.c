@@ -492,14 +492,22 @@ static int load_run(struct data *d, uint64_t ino, struct run *r)
 	}
 	for (int i = 0; rc == 0 && i < r->n; i++) {
 		uint8_t *frame = tls_run + (r->e[i].off - off);
-		int drc = decode_frame(d, ino, &r->e[i], frame, tls_block);
+		/* Decoded straight into a cache entry when one can be had. */
+		struct bcache_slot *bs = bcache_slot(d->cache);
+		uint8_t *out = bs ? bcache_slot_buf(bs) : tls_block;
+		int drc = decode_frame(d, ino, &r->e[i], frame, out);
 		if (drc < 0) {
+			if (bs)
+				bcache_drop(d->cache, bs);
 			/* Only the frame asked for decides the result. */
 			if (i == 0)
 				rc = drc;
 			continue;
 		}
-		bcache_put(d->cache, r->e[i].seg, r->e[i].off, tls_block, r->e[i].plen);
+		if (bs)
+			bcache_fill(d->cache, bs, r->e[i].seg, r->e[i].off, r->e[i].plen);
+		else
+			bcache_put(d->cache, r->e[i].seg, r->e[i].off, tls_block, r->e[i].plen);
 	}
 	pthread_mutex_lock(d->lock);
 	if (slot >= 0)
