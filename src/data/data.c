@@ -596,7 +596,7 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 	struct ra_stream *s = &d->streams[ino % RA_STREAMS];
 	const uint64_t window = (uint64_t)RUN_MAX * RA_RUNS;
 	int exact = s->ino == ino && blk == s->last + 1;
-	int near = s->ino == ino && blk <= s->last + RUN_MAX && blk + window >= s->last;
+	int near = s->ino == ino && blk <= s->last + RUN_MAX && blk + 2 * RUN_MAX >= s->last;
 	if (!exact && !near) {
 		*s = (struct ra_stream){.ino = ino, .last = last};
 		return;
