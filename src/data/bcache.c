@@ -63,13 +63,13 @@ void bcache_free(struct bcache *c)
 	struct bentry *e = c->head;
 	while (e) {
 		struct bentry *n = e->next;
-		free(e->buf);
+		free(e->buf - BCACHE_HEADROOM);
 		free(e);
 		e = n;
 	}
 	for (e = c->spare; e;) {
 		struct bentry *n = e->next;
-		free(e->buf);
+		free(e->buf - BCACHE_HEADROOM);
 		free(e);
 		e = n;
 	}
@@ -158,11 +158,12 @@ static struct bentry *take_entry(struct bcache *c)
 		e = calloc(1, sizeof(*e));
 		if (!e)
 			return NULL;
-		e->buf = malloc(c->block_size);
-		if (!e->buf) {
+		uint8_t *mem = malloc(BCACHE_HEADROOM + c->block_size);
+		if (!mem) {
 			free(e);
 			return NULL;
 		}
+		e->buf = mem + BCACHE_HEADROOM;
 		c->count++;
 		return e;
 	}

@@ -27,7 +27,9 @@ void bcache_put(struct bcache *c, uint64_t seg, uint32_t foff, const void *plain
  * while the cache is not full, else the least recently used entry's), or
  * NULL when none can be had; bcache_fill makes it the block (seg, foff) of
  * plen bytes (or spares it when another thread cached that block first);
- * bcache_drop spares it unused. */
+ * bcache_drop spares it unused.  A slot's buffer has BCACHE_HEADROOM
+ * writable bytes before it (room for a frame header decrypted in place). */
+#define BCACHE_HEADROOM 16
 struct bcache_slot;
 struct bcache_slot *bcache_slot(struct bcache *c);
 void *bcache_slot_buf(struct bcache_slot *s);

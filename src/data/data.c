@@ -52,6 +52,8 @@ struct seg {
 #define RA_RUNS 6      /* runs read ahead of a sequential reader */
 #define RA_STREAMS 64  /* sequential readers tracked */
 #define RA_THREADS 6 /* mostly waiting on the store */
+_Static_assert(BCACHE_HEADROOM >= SEAL_HDR_BYTES,
+	       "a cache slot takes a frame header before its buffer");
 
 struct ra_task {
 	uint64_t ino, blk;
@@ -416,13 +418,17 @@ static int dirty_pack(struct data *d, struct dbuf *b)
 
 /* ---- reading frames ---- */
 
-static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e,
-			uint8_t *frame, uint8_t *out)
+/* Open frame (clobbered) into out.  direct: out has SEAL_HDR_BYTES of
+ * room before it, and a frame stored raw is decrypted in place there. */
+static int decode_frame_at(struct data *d, uint64_t ino, const struct idx_extent *e,
+			   uint8_t *frame, uint8_t *out, int direct)
 {
 	uint8_t ad[SEAL_AD_BYTES];
 	seal_ad_data(ad, e->seg, e->frame, ino, e->blk);
-	ssize_t n = seal_frame_decode(&d->key, ad, sizeof(ad), frame, e->len, out,
-				      DATA_BLOCK_SIZE);
+	ssize_t n = direct ? seal_frame_decode_direct(&d->key, ad, sizeof(ad), frame, e->len,
+						      out, DATA_BLOCK_SIZE)
+			   : seal_frame_decode(&d->key, ad, sizeof(ad), frame, e->len, out,
+					       DATA_BLOCK_SIZE);
 	if (n < 0 || (uint32_t)n != e->plen) {
 		char key[64];
 		seg_key(key, sizeof(key), e->seg);
@@ -432,6 +438,12 @@ static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e
 		return -EIO;
 	}
 	return 0;
+}
+
+static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e,
+			uint8_t *frame, uint8_t *out)
+{
+	return decode_frame_at(d, ino, e, frame, out, 0);
 }
 
 /* The frames of one ranged read: extents of one segment within a window
@@ -495,7 +507,7 @@ static int load_run(struct data *d, uint64_t ino, struct run *r)
 		/* Decoded straight into a cache entry when one can be had. */
 		struct bcache_slot *bs = bcache_slot(d->cache);
 		uint8_t *out = bs ? bcache_slot_buf(bs) : tls_block;
-		int drc = decode_frame(d, ino, &r->e[i], frame, out);
+		int drc = decode_frame_at(d, ino, &r->e[i], frame, out, bs != NULL);
 		if (drc < 0) {
 			if (bs)
 				bcache_drop(d->cache, bs);
