@@ -298,6 +298,50 @@ ssize_t seal_frame_decode(const struct seal_key *key, const void *ad, size_t adl
 	return plen;
 }
 
+ssize_t seal_frame_decode_direct(const struct seal_key *key, const void *ad, size_t adlen,
+				 void *frame, size_t flen, void *out, size_t outcap)
+{
+	uint8_t *nonce = frame;
+	uint8_t *c = nonce + SEAL_NONCE_BYTES;
+	uint8_t *m = (uint8_t *)out - SEAL_HDR_BYTES;
+	size_t mlen, psize;
+	uint32_t plen;
+
+	if (flen < FRAME_OVERHEAD)
+		return -EBADMSG;
+	mlen = flen - SEAL_NONCE_BYTES - SEAL_TAG_BYTES;
+	psize = mlen - SEAL_HDR_BYTES;
+	if (psize > outcap) /* too big either way: the in-place path says which error */
+		return seal_frame_decode(key, ad, adlen, frame, flen, out, outcap);
+	if (crypto_aead_xchacha20poly1305_ietf_decrypt_detached(m, NULL, c, mlen, c + mlen, ad,
+								adlen, nonce, key->k) != 0)
+		return -EBADMSG;
+	plen = get_le32(m + 1);
+	int rc = 0;
+	if (m[0] != 0 && m[0] != SEAL_FLAG_LZ4)
+		rc = -EBADMSG;
+	else if (plen > outcap)
+		rc = -EOVERFLOW;
+	else if (m[0] == 0 && psize != plen)
+		rc = -EBADMSG;
+	if (rc < 0) {
+		memset(out, 0, psize);
+		return rc;
+	}
+	if (m[0] == 0)
+		return plen;
+	/* lz4: the compressed payload goes back over the frame's ciphertext
+	 * (no longer needed), to be decompressed into out. */
+	uint8_t *payload = c + SEAL_HDR_BYTES;
+	memcpy(payload, out, psize);
+	if (plen > INT_MAX || psize > INT_MAX ||
+	    LZ4_decompress_safe((const char *)payload, out, (int)psize, (int)plen) != (int)plen) {
+		memset(out, 0, plen);
+		return -EBADMSG;
+	}
+	return plen;
+}
+
 void seal_ad_data(uint8_t ad[SEAL_AD_BYTES], uint64_t seg, uint32_t frame, uint64_t ino,
 		  uint64_t blk)
 {

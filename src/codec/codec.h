@@ -87,6 +87,12 @@ ssize_t seal_frame_encode(const struct seal_key *key, const void *ad, size_t adl
  * -EOVERFLOW when outcap is too small. */
 ssize_t seal_frame_decode(const struct seal_key *key, const void *ad, size_t adlen,
 			  void *frame, size_t flen, void *out, size_t outcap);
+/* The same, decrypting straight into out, which must have SEAL_HDR_BYTES
+ * writable bytes before it (they are clobbered): a frame stored without
+ * compression then costs no copy.  On failure out holds zeros or nothing of
+ * the plaintext. */
+ssize_t seal_frame_decode_direct(const struct seal_key *key, const void *ad, size_t adlen,
+				 void *frame, size_t flen, void *out, size_t outcap);
 
 /* Associated data for a data frame: 32 bytes (segment, frame number, inode,
  * block), little-endian. */

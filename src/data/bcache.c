@@ -26,6 +26,7 @@ struct bcache {
 	size_t nbuckets;
 	struct bentry **buckets;
 	struct bentry *head, *tail;
+	struct bentry *spare; /* taken by bcache_slot and given back, or not yet used */
 	uint64_t hits, misses;
 };
 
@@ -62,7 +63,13 @@ void bcache_free(struct bcache *c)
 	struct bentry *e = c->head;
 	while (e) {
 		struct bentry *n = e->next;
-		free(e->buf);
+		free(e->buf - BCACHE_HEADROOM);
+		free(e);
+		e = n;
+	}
+	for (e = c->spare; e;) {
+		struct bentry *n = e->next;
+		free(e->buf - BCACHE_HEADROOM);
 		free(e);
 		e = n;
 	}
@@ -136,28 +143,48 @@ int bcache_has(struct bcache *c, uint64_t seg, uint32_t foff)
 	return find(c, seg, foff) != NULL;
 }
 
+/* An entry that is in neither the hash nor the LRU list: a spare one, a new
+ * one (counted) while below capacity, else the LRU one taken out.  Called
+ * with the lock held. */
+static struct bentry *take_entry(struct bcache *c)
+{
+	struct bentry *e = c->spare;
+	if (e) {
+		c->spare = e->next;
+		e->next = NULL;
+		return e;
+	}
+	if (c->count < c->capacity) {
+		e = calloc(1, sizeof(*e));
+		if (!e)
+			return NULL;
+		uint8_t *mem = malloc(BCACHE_HEADROOM + c->block_size);
+		if (!mem) {
+			free(e);
+			return NULL;
+		}
+		e->buf = mem + BCACHE_HEADROOM;
+		c->count++;
+		return e;
+	}
+	e = c->tail;
+	if (e) {
+		lru_unlink(c, e);
+		hash_remove(c, e);
+	}
+	return e;
+}
+
 void bcache_put(struct bcache *c, uint64_t seg, uint32_t foff, const void *plain, size_t plen)
 {
 	LOCK_GUARD(&c->lock);
 	struct bentry *e = find(c, seg, foff);
 	if (e) {
 		lru_unlink(c, e);
-	} else if (c->count >= c->capacity) {
-		e = c->tail;
-		lru_unlink(c, e);
-		hash_remove(c, e);
 	} else {
-		e = calloc(1, sizeof(*e));
+		e = take_entry(c);
 		if (!e)
 			return;
-		e->buf = malloc(c->block_size);
-		if (!e->buf) {
-			free(e);
-			return;
-		}
-		c->count++;
-	}
-	if (!find(c, seg, foff)) {
 		size_t b = bucket_of(c, seg, foff);
 		e->hnext = c->buckets[b];
 		c->buckets[b] = e;
@@ -167,6 +194,48 @@ void bcache_put(struct bcache *c, uint64_t seg, uint32_t foff, const void *plain
 	e->plen = (uint32_t)MIN(plen, c->block_size);
 	memcpy(e->buf, plain, e->plen);
 	lru_push(c, e);
+}
+
+struct bcache_slot *bcache_slot(struct bcache *c)
+{
+	LOCK_GUARD(&c->lock);
+	return (struct bcache_slot *)take_entry(c);
+}
+
+void *bcache_slot_buf(struct bcache_slot *s)
+{
+	return ((struct bentry *)s)->buf;
+}
+
+static void spare(struct bcache *c, struct bentry *e)
+{
+	e->prev = NULL;
+	e->next = c->spare;
+	c->spare = e;
+}
+
+void bcache_fill(struct bcache *c, struct bcache_slot *s, uint64_t seg, uint32_t foff,
+		 size_t plen)
+{
+	struct bentry *e = (struct bentry *)s;
+	LOCK_GUARD(&c->lock);
+	if (find(c, seg, foff)) {
+		spare(c, e);
+		return;
+	}
+	e->seg = seg;
+	e->foff = foff;
+	e->plen = (uint32_t)MIN(plen, c->block_size);
+	size_t b = bucket_of(c, seg, foff);
+	e->hnext = c->buckets[b];
+	c->buckets[b] = e;
+	lru_push(c, e);
+}
+
+void bcache_drop(struct bcache *c, struct bcache_slot *s)
+{
+	LOCK_GUARD(&c->lock);
+	spare(c, (struct bentry *)s);
 }
 
 void bcache_counts(struct bcache *c, uint64_t *hits, uint64_t *misses)

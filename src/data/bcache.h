@@ -22,6 +22,20 @@ ssize_t bcache_get(struct bcache *c, uint64_t seg, uint32_t foff, void *out, siz
 		   size_t len);
 /* Insert (or refresh) a block of plen bytes. */
 void bcache_put(struct bcache *c, uint64_t seg, uint32_t foff, const void *plain, size_t plen);
+/* Decoding straight into the cache, without a copy: bcache_slot takes a
+ * buffer of block_size bytes that no lookup sees (a spare one, a new one
+ * while the cache is not full, else the least recently used entry's), or
+ * NULL when none can be had; bcache_fill makes it the block (seg, foff) of
+ * plen bytes (or spares it when another thread cached that block first);
+ * bcache_drop spares it unused.  A slot's buffer has BCACHE_HEADROOM
+ * writable bytes before it (room for a frame header decrypted in place). */
+#define BCACHE_HEADROOM 16
+struct bcache_slot;
+struct bcache_slot *bcache_slot(struct bcache *c);
+void *bcache_slot_buf(struct bcache_slot *s);
+void bcache_fill(struct bcache *c, struct bcache_slot *s, uint64_t seg, uint32_t foff,
+		 size_t plen);
+void bcache_drop(struct bcache *c, struct bcache_slot *s);
 /* Whether a block is cached (no LRU update). */
 int bcache_has(struct bcache *c, uint64_t seg, uint32_t foff);
 void bcache_counts(struct bcache *c, uint64_t *hits, uint64_t *misses);

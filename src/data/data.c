@@ -52,6 +52,8 @@ struct seg {
 #define RA_RUNS 6      /* runs read ahead of a sequential reader */
 #define RA_STREAMS 64  /* sequential readers tracked */
 #define RA_THREADS 6 /* mostly waiting on the store */
+_Static_assert(BCACHE_HEADROOM >= SEAL_HDR_BYTES,
+	       "a cache slot takes a frame header before its buffer");
 
 struct ra_task {
 	uint64_t ino, blk;
@@ -65,6 +67,7 @@ struct inflight {
 
 struct ra_stream {
 	uint64_t ino, last, next;
+	int hits; /* reads that continued the stream */
 };
 
 struct data {
@@ -415,13 +418,17 @@ static int dirty_pack(struct data *d, struct dbuf *b)
 
 /* ---- reading frames ---- */
 
-static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e,
-			uint8_t *frame, uint8_t *out)
+/* Open frame (clobbered) into out.  direct: out has SEAL_HDR_BYTES of
+ * room before it, and a frame stored raw is decrypted in place there. */
+static int decode_frame_at(struct data *d, uint64_t ino, const struct idx_extent *e,
+			   uint8_t *frame, uint8_t *out, int direct)
 {
 	uint8_t ad[SEAL_AD_BYTES];
 	seal_ad_data(ad, e->seg, e->frame, ino, e->blk);
-	ssize_t n = seal_frame_decode(&d->key, ad, sizeof(ad), frame, e->len, out,
-				      DATA_BLOCK_SIZE);
+	ssize_t n = direct ? seal_frame_decode_direct(&d->key, ad, sizeof(ad), frame, e->len,
+						      out, DATA_BLOCK_SIZE)
+			   : seal_frame_decode(&d->key, ad, sizeof(ad), frame, e->len, out,
+					       DATA_BLOCK_SIZE);
 	if (n < 0 || (uint32_t)n != e->plen) {
 		char key[64];
 		seg_key(key, sizeof(key), e->seg);
@@ -431,6 +438,12 @@ static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e
 		return -EIO;
 	}
 	return 0;
+}
+
+static int decode_frame(struct data *d, uint64_t ino, const struct idx_extent *e,
+			uint8_t *frame, uint8_t *out)
+{
+	return decode_frame_at(d, ino, e, frame, out, 0);
 }
 
 /* The frames of one ranged read: extents of one segment within a window
@@ -491,14 +504,22 @@ static int load_run(struct data *d, uint64_t ino, struct run *r)
 	}
 	for (int i = 0; rc == 0 && i < r->n; i++) {
 		uint8_t *frame = tls_run + (r->e[i].off - off);
-		int drc = decode_frame(d, ino, &r->e[i], frame, tls_block);
+		/* Decoded straight into a cache entry when one can be had. */
+		struct bcache_slot *bs = bcache_slot(d->cache);
+		uint8_t *out = bs ? bcache_slot_buf(bs) : tls_block;
+		int drc = decode_frame_at(d, ino, &r->e[i], frame, out, bs != NULL);
 		if (drc < 0) {
+			if (bs)
+				bcache_drop(d->cache, bs);
 			/* Only the frame asked for decides the result. */
 			if (i == 0)
 				rc = drc;
 			continue;
 		}
-		bcache_put(d->cache, r->e[i].seg, r->e[i].off, tls_block, r->e[i].plen);
+		if (bs)
+			bcache_fill(d->cache, bs, r->e[i].seg, r->e[i].off, r->e[i].plen);
+		else
+			bcache_put(d->cache, r->e[i].seg, r->e[i].off, tls_block, r->e[i].plen);
 	}
 	pthread_mutex_lock(d->lock);
 	if (slot >= 0)
@@ -509,27 +530,22 @@ static int load_run(struct data *d, uint64_t ino, struct run *r)
 	return rc;
 }
 
-/* The run of extent first: it, and the other extents of its chunk (an
- * aligned group of RUN_MAX blocks, the unit of the read-ahead) in the same
- * segment that are neither cached nor being read, as long as the window
- * stays within the read buffer. */
-static int build_run(struct data *d, uint64_t ino, const struct idx_extent *first,
-		     struct run *r)
+/* The run of extent all->e[first]: it, and the other extents of all (the
+ * extents of its chunk, an aligned group of RUN_MAX blocks, the unit of the
+ * read-ahead) in the same segment that are neither cached nor being read,
+ * as long as the window stays within the read buffer. */
+static void build_run(struct data *d, const struct run *all, int first, struct run *r)
 {
-	struct run all = {.n = 0};
-	uint64_t chunk_end = (first->blk / RUN_MAX + 1) * RUN_MAX;
-	int rc = idx_extent_range(d->ix, ino, first->blk, chunk_end, run_collect, &all);
-	if (rc < 0)
-		return rc;
+	const struct idx_extent *f = &all->e[first];
 	const uint64_t cap = frame_cap() * RUN_MAX;
-	r->e[0] = *first;
+	r->e[0] = *f;
 	r->n = 1;
-	r->lo = first->off;
-	r->hi = (uint64_t)first->off + first->len;
-	for (int i = 0; i < all.n; i++) {
-		const struct idx_extent *e = &all.e[i];
-		if (e->blk == first->blk || e->seg != first->seg ||
-		    bcache_has(d->cache, e->seg, e->off) || in_flight(d, e->seg, e->off))
+	r->lo = f->off;
+	r->hi = (uint64_t)f->off + f->len;
+	for (int i = 0; i < all->n; i++) {
+		const struct idx_extent *e = &all->e[i];
+		if (i == first || e->seg != f->seg || bcache_has(d->cache, e->seg, e->off) ||
+		    in_flight(d, e->seg, e->off))
 			continue;
 		uint64_t lo = MIN(r->lo, (uint64_t)e->off);
 		uint64_t hi = MAX(r->hi, (uint64_t)e->off + e->len);
@@ -539,14 +555,32 @@ static int build_run(struct data *d, uint64_t ino, const struct idx_extent *firs
 		r->lo = lo;
 		r->hi = hi;
 	}
-	return 0;
+}
+
+/* The extents of ino's chunk that holds block blk, from blk on. */
+static int chunk_extents(struct data *d, uint64_t ino, uint64_t blk, struct run *all)
+{
+	all->n = 0;
+	uint64_t chunk_end = (blk / RUN_MAX + 1) * RUN_MAX;
+	return idx_extent_range(d->ix, ino, blk, chunk_end, run_collect, all);
 }
 
 static int fetch_run(struct data *d, uint64_t ino, const struct idx_extent *first)
 {
-	struct run r;
-	int rc = build_run(d, ino, first, &r);
-	return rc < 0 ? rc : load_run(d, ino, &r);
+	struct run all, r;
+	int rc = chunk_extents(d, ino, first->blk, &all);
+	if (rc < 0)
+		return rc;
+	/* all->e[0] is first itself (the lock is held since it was looked up),
+	 * unless the map changed under a caller that dropped it: then first
+	 * alone. */
+	if (all.n == 0 || all.e[0].blk != first->blk || all.e[0].seg != first->seg ||
+	    all.e[0].off != first->off) {
+		all.e[0] = *first;
+		all.n = 1;
+	}
+	build_run(d, &all, 0, &r);
+	return load_run(d, ino, &r);
 }
 
 /* ---- read-ahead ----
@@ -563,41 +597,58 @@ static void ra_queue(struct data *d, uint64_t ino, uint64_t blk)
 	pthread_cond_signal(&d->ra_work);
 }
 
-static void ra_note(struct data *d, uint64_t ino, uint64_t blk)
+/* A read of blocks [blk, last] of ino.  A read that starts right after the
+ * previous one makes a stream.  Reads of a stream may arrive out of order
+ * (the kernel's read-ahead goes to several FUSE workers), so a read a
+ * little behind the stream's head or just past it continues the stream,
+ * but such reads alone start one only after two in a row: a random reader
+ * must not start read-ahead. */
+static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 {
 	struct ra_stream *s = &d->streams[ino % RA_STREAMS];
-	if (s->ino != ino || (blk != s->last + 1 && blk != s->last)) {
-		*s = (struct ra_stream){.ino = ino, .last = blk, .next = 0};
+	const uint64_t window = (uint64_t)RUN_MAX * RA_RUNS;
+	int exact = s->ino == ino && blk == s->last + 1;
+	int near = s->ino == ino && blk <= s->last + RUN_MAX && blk + 2 * RUN_MAX >= s->last;
+	if (!exact && !near) {
+		*s = (struct ra_stream){.ino = ino, .last = last};
 		return;
 	}
-	s->last = blk;
-	uint64_t horizon = blk + (uint64_t)RUN_MAX * RA_RUNS;
-	if (s->next <= blk)
-		s->next = (blk / RUN_MAX + 1) * RUN_MAX; /* the next aligned chunk */
-	while (s->next < horizon) {
+	s->hits = exact ? MAX(s->hits, 2) : s->hits + 1;
+	s->last = MAX(s->last, last);
+	if (s->hits < 2)
+		return;
+	uint64_t horizon = s->last + window;
+	if (s->next <= s->last)
+		s->next = (s->last / RUN_MAX + 1) * RUN_MAX; /* the next aligned chunk */
+	while (s->next < horizon && d->raq_n < RA_SLOTS) {
 		ra_queue(d, ino, s->next);
 		s->next += RUN_MAX;
 	}
 }
 
-/* Fetch what is missing of blocks [blk, blk + RUN_MAX) of ino. */
+/* Fetch what is missing of the chunk of blocks [blk, blk + RUN_MAX) of ino:
+ * one look at the extent map per ranged read. */
 static void ra_fetch(struct data *d, uint64_t ino, uint64_t blk)
 {
 	uint64_t end = blk + RUN_MAX;
 	while (blk < end && !d->stop) {
-		struct idx_extent e;
-		if (idx_extent_next(d->ix, ino, blk, &e) < 0 || e.blk >= end)
+		struct run all, r;
+		if (chunk_extents(d, ino, blk, &all) < 0)
 			return;
-		blk = e.blk + 1;
-		if (dirty_find(d, ino, e.blk) || seg_in_memory(d, e.seg) ||
-		    bcache_has(d->cache, e.seg, e.off) || in_flight(d, e.seg, e.off))
-			continue;
-		struct run r;
-		if (build_run(d, ino, &e, &r) < 0)
+		int first = -1;
+		for (int i = 0; i < all.n && first < 0; i++) {
+			const struct idx_extent *e = &all.e[i];
+			if (!dirty_find(d, ino, e->blk) && !seg_in_memory(d, e->seg) &&
+			    !bcache_has(d->cache, e->seg, e->off) && !in_flight(d, e->seg, e->off))
+				first = i;
+		}
+		if (first < 0)
 			return;
-		/* The loop goes on from e's block: what the run took is cached
-		 * by then and skipped quickly. */
+		build_run(d, &all, first, &r);
+		/* The lock is dropped for the read: the next round looks at the
+		 * map again, from the block after this run's first. */
 		load_run(d, ino, &r);
+		blk = all.e[first].blk + 1;
 	}
 }
 
@@ -673,11 +724,9 @@ static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, s
 
 ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf)
 {
-	ra_note(d, ino, off >> DATA_BLOCK_SHIFT);
-	if (len > DATA_BLOCK_SIZE)
-		ra_note(d, ino, (off + len - 1) >> DATA_BLOCK_SHIFT);
 	if (len == 0)
 		return 0;
+	ra_note(d, ino, off >> DATA_BLOCK_SHIFT, (off + len - 1) >> DATA_BLOCK_SHIFT);
 	int rc = tls_buffers();
 	if (rc < 0)
 		return rc;

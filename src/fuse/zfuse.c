@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 
 #include "common/util.h"
@@ -33,6 +34,11 @@
 static double entry_timeout = 60.0, attr_timeout = 60.0;
 static int keep_cache_ok = 1;
 #define MAX_IO (1u << 20)
+/* The kernel's read-ahead window for the mount, in KiB.  FUSE caps the
+ * max_readahead of INIT at the bdi's read_ahead_kb, which starts at 128 KiB:
+ * sequential reads then reach us as 128 KiB requests, one or two at a time.
+ * A wider window makes them 1 MiB requests, several in flight. */
+#define READAHEAD_KB 4096
 
 /* The statistics file in the root directory: not in the index, never
  * listed, read-only, its text taken at open. */
@@ -63,6 +69,8 @@ struct zfuse {
 	struct seek_req *seek_head, *seek_tail;
 	pthread_t seek_thread;
 	int seek_running, seek_stop;
+	pthread_t ra_thread;
+	int ra_running;
 };
 
 static struct fs *get_fs(fuse_req_t req)
@@ -120,6 +128,34 @@ static void get_ctx(fuse_req_t req, struct fs_ctx *c)
 	c->umask = 0;
 }
 
+/* Widen the read-ahead window of the mount's bdi (after INIT, which would
+ * cap it again).  The stat waits until the kernel has processed our INIT
+ * reply, so this runs on its own thread.  Best effort: a failure (not
+ * root, no sysfs) only costs speed. */
+static void *readahead_main(void *arg)
+{
+	struct zfuse *zf = arg;
+	struct stat sb;
+	if (stat(zf->mountpoint, &sb) < 0)
+		return NULL;
+	char path[128];
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", major(sb.st_dev),
+		 minor(sb.st_dev));
+	FILE *f = fopen(path, "r+");
+	unsigned long kb = 0;
+	if (!f) {
+		log_debug("cannot open %s: %m", path);
+		return NULL;
+	}
+	if (fscanf(f, "%lu", &kb) == 1 && kb < READAHEAD_KB) {
+		rewind(f);
+		if (fprintf(f, "%d\n", READAHEAD_KB) < 0 || fflush(f) != 0)
+			log_debug("cannot set %s: %m", path);
+	}
+	fclose(f);
+	return NULL;
+}
+
 static void zf_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct zfuse *zf = userdata;
@@ -140,6 +176,9 @@ static void zf_init(void *userdata, struct fuse_conn_info *conn)
 	conn->max_write = MAX_IO;
 	conn->max_readahead = MAX_IO;
 	conn->time_gran = 1;
+	if (zf->mountpoint && !zf->ra_running &&
+	    pthread_create(&zf->ra_thread, NULL, readahead_main, zf) == 0)
+		zf->ra_running = 1;
 }
 
 static void stats_attr(struct idx_inode *in)
@@ -942,6 +981,8 @@ void zfuse_free(struct zfuse *zf)
 		pthread_cancel(zf->sig_thread);
 		pthread_join(zf->sig_thread, NULL);
 	}
+	if (zf->ra_running)
+		pthread_join(zf->ra_thread, NULL);
 	if (zf->se) {
 		if (zf->mounted)
 			fuse_session_unmount(zf->se);

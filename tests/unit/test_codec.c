@@ -54,9 +54,19 @@ static size_t round_trip(const void *plain, size_t plen, int compress)
 	n = seal_frame_encode(&key, ad, sizeof(ad), plain, plen, frame, cap, compress);
 	cr_assert_gt(n, 0);
 	cr_assert_leq((size_t)n, cap);
+	uint8_t *copy = malloc((size_t)n);
+	memcpy(copy, frame, (size_t)n);
 	m = seal_frame_decode(&key, ad, sizeof(ad), frame, (size_t)n, out, plen);
 	cr_assert_eq(m, (ssize_t)plen);
 	cr_assert(plen == 0 || memcmp(out, plain, plen) == 0);
+	/* The direct decode, into a buffer with room for the header before it. */
+	uint8_t *room = malloc(SEAL_HDR_BYTES + plen + 1);
+	m = seal_frame_decode_direct(&key, ad, sizeof(ad), copy, (size_t)n, room + SEAL_HDR_BYTES,
+				     plen);
+	cr_assert_eq(m, (ssize_t)plen);
+	cr_assert(plen == 0 || memcmp(room + SEAL_HDR_BYTES, plain, plen) == 0);
+	free(room);
+	free(copy);
 	free(frame);
 	free(out);
 	return (size_t)n;
@@ -126,6 +136,23 @@ static ssize_t decode_copy(const struct seal_key *key, const uint8_t *ad, size_t
 	return seal_frame_decode(key, ad, SEAL_AD_BYTES, scratch, flen, out, sizeof(out));
 }
 
+/* The same through seal_frame_decode_direct; the two must agree.  On
+ * failure, out must hold nothing of the plaintext. */
+static ssize_t decode_direct_copy(const struct seal_key *key, const uint8_t *ad, size_t flen,
+				  const uint8_t *frame)
+{
+	uint8_t scratch[256], room[SEAL_HDR_BYTES + 256];
+	ssize_t n;
+
+	memcpy(scratch, frame, flen);
+	n = seal_frame_decode_direct(key, ad, SEAL_AD_BYTES, scratch, flen, room + SEAL_HDR_BYTES,
+				     256);
+	if (n < 0)
+		for (size_t i = 0; i + 8 <= 200; i++)
+			cr_assert(memcmp(room + SEAL_HDR_BYTES + i, "aaaaaaaa", 8) != 0);
+	return n;
+}
+
 /* Every bit of the nonce, header, payload and tag is covered by the tag. */
 static void flip_every_bit(int compress)
 {
@@ -139,6 +166,8 @@ static void flip_every_bit(int compress)
 		bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
 		cr_assert_eq(decode_copy(&s.key, s.ad, s.flen, bad), -EBADMSG,
 			     "flip of bit %zu accepted", bit);
+		cr_assert_eq(decode_direct_copy(&s.key, s.ad, s.flen, bad), -EBADMSG,
+			     "flip of bit %zu accepted (direct)", bit);
 	}
 }
 
@@ -174,6 +203,9 @@ Test(codec, truncated_rejected)
 	for (size_t len = 0; len < s.flen; len++)
 		cr_assert_eq(decode_copy(&s.key, s.ad, len, s.frame), -EBADMSG,
 			     "truncated to %zu accepted", len);
+	for (size_t len = 0; len < s.flen; len++)
+		cr_assert_eq(decode_direct_copy(&s.key, s.ad, len, s.frame), -EBADMSG,
+			     "truncated to %zu accepted (direct)", len);
 }
 
 Test(codec, wrong_key_rejected)
@@ -199,6 +231,15 @@ Test(codec, small_buffers)
 	cr_assert_eq(seal_frame_encode(&s.key, s.ad, sizeof(s.ad), s.plain, sizeof(s.plain), frame,
 				       seal_frame_bound(sizeof(s.plain)) - 1, 1),
 		     -EOVERFLOW);
+	/* The direct decode, of an lz4 frame and of a raw one. */
+	uint8_t room[SEAL_HDR_BYTES + sizeof(s.plain)];
+	for (int compress = 1; compress >= 0; compress--) {
+		make_sample(&s, compress);
+		memcpy(frame, s.frame, s.flen);
+		cr_assert_eq(seal_frame_decode_direct(&s.key, s.ad, sizeof(s.ad), frame, s.flen,
+						      room + SEAL_HDR_BYTES, sizeof(s.plain) - 1),
+			     -EOVERFLOW);
+	}
 }
 
 /* draft-irtf-cfrg-xchacha-03, appendix A.3.1: proves the AEAD we call is
