@@ -131,6 +131,7 @@ declare -A MNT     # SYS -> mountpoint
 declare -A LOOP    # SYS -> loop device it runs ext4 on
 declare -A STATUS  # SYS -> ok | failed: why
 declare -A R       # SYS.METRIC -> figure | fail | n/a
+declare -A BUCKET  # SYS -> its bucket
 declare -a LOOPS   # every loop device this run attached
 started=
 say() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$LOG" >&2; }
@@ -229,8 +230,8 @@ say "small-file tree: $TREE_N files, $(du -h "$work/tree.tar" | cut -f1) tarred"
 # the bucket; may unmount).
 wait_mount()
 {
-	local sys=$1 dir=$2 i
-	for i in $(seq 300); do
+	local sys=$1 dir=$2
+	for _ in $(seq 300); do
 		mountpoint -q "$dir" && return 0
 		if [ -n "${PID[$sys]:-}" ] && ! kill -0 "${PID[$sys]}" 2>/dev/null; then
 			break
@@ -244,13 +245,22 @@ wait_mount()
 # Unmount a FUSE mount and wait for its daemon to exit (all written back).
 fuse_down()
 {
-	local sys=$1 dir=$2
-	if mountpoint -q "$dir" && ! fusermount3 -u "$dir"; then
+	local sys=$1 dir=$2 rc
+	for _ in $(seq 10); do
+		mountpoint -q "$dir" || break
+		fusermount3 -u "$dir" 2>>"$LOG" && break
+		# Busy: the kernel may still hold a file that was just closed.
+		say "$sys: $dir busy; holders: $(fuser -m "$dir" 2>&1 | tr '\n' ' ')"
 		sleep 1
-		fusermount3 -u "$dir" || return 1
+	done
+	if mountpoint -q "$dir"; then
+		say "$sys: cannot unmount $dir"
+		return 1
 	fi
 	if [ -n "${PID[$sys]:-}" ]; then
-		if ! wait "${PID[$sys]}"; then say "$sys: daemon exited with an error"; fi
+		rc=0
+		wait "${PID[$sys]}" || rc=$?
+		[ $rc -eq 0 ] || say "$sys: daemon exited with status $rc"
 		PID[$sys]=
 	fi
 }
@@ -267,7 +277,7 @@ mount_zerofs()
 	MNT[zerofs]=$work/zerofs/mnt
 	mkdir -p "${MNT[zerofs]}"
 	"$ZEROFS" -f -c "$work/s3.conf" \
-		-o "store=s3://$BUCKET_zerofs/fs,cache_dir=$work/zerofs/cache,kdf=min,nbd_listen=" \
+		-o "store=s3://${BUCKET[zerofs]}/fs,cache_dir=$work/zerofs/cache,kdf=min,nbd_listen=" \
 		"${MNT[zerofs]}" >>"$work/zerofs.log" 2>&1 &
 	PID[zerofs]=$!
 	wait_mount zerofs "${MNT[zerofs]}"
@@ -280,7 +290,7 @@ mount_s3fs()
 {
 	MNT[s3fs]=$work/s3fs/mnt
 	mkdir -p "${MNT[s3fs]}"
-	s3fs "$BUCKET_s3fs" "${MNT[s3fs]}" -f \
+	s3fs "${BUCKET[s3fs]}" "${MNT[s3fs]}" -f \
 		-o "passwd_file=$work/s3.passwd,url=$EP,use_path_request_style,endpoint=us-east-1,sigv4" \
 		>>"$work/s3fs.log" 2>&1 &
 	PID[s3fs]=$!
@@ -304,7 +314,7 @@ region = us-east-1
 access_key_id = $KEY
 secret_access_key = $SECRET
 EOC
-	env -u AWS_CA_BUNDLE rclone mount --config "$work/rclone.conf" "bench:$BUCKET_rclone" \
+	env -u AWS_CA_BUNDLE rclone mount --config "$work/rclone.conf" "bench:${BUCKET[rclone]}" \
 		"${MNT[rclone]}" --vfs-cache-mode full --vfs-cache-max-size 2G \
 		--cache-dir "$work/rclone/cache" >>"$work/rclone.log" 2>&1 &
 	PID[rclone]=$!
@@ -318,11 +328,11 @@ purge_rclone() { rm -rf "$work/rclone/cache"; }
 POLLS=0
 durable_rclone()
 {
-	local want i
+	local want
 	want=$(stat -c %s "${MNT[rclone]}/$1") || return 1
-	for i in $(seq 6000); do
+	for _ in $(seq 6000); do
 		POLLS=$((POLLS + 1))
-		[ "$(object_size "$BUCKET_rclone/$1")" = "$want" ] && return 0
+		[ "$(object_size "${BUCKET[rclone]}/$1")" = "$want" ] && return 0
 		sleep 0.2
 	done
 	say "rclone: $1 not uploaded after 20 min"
@@ -338,7 +348,7 @@ mount_s3backer()
 	s3backer -f --baseURL="$EP/" --authVersion=aws4 --accessFile="$work/s3.passwd" \
 		--size="$S3BACKER_SIZE" --blockSize=1M --listBlocks --encrypt \
 		--passwordFile="$work/s3backer.password" --compress=1 --blockCacheSize=256 \
-		--blockCacheThreads=8 "$BUCKET_s3backer" "$work/s3backer/fuse" \
+		--blockCacheThreads=8 "${BUCKET[s3backer]}" "$work/s3backer/fuse" \
 		>>"$work/s3backer.log" 2>&1 &
 	PID[s3backer]=$!
 	wait_mount s3backer "$work/s3backer/fuse" || return 1
@@ -463,8 +473,8 @@ meta()
 
 tree_phase()
 {
-	local what=$1 n=$2 t0 t1
-	shift 2
+	local n=$1 t0 t1
+	shift
 	t0=$(now)
 	"$@" >>"$LOG" 2>&1 || return 1
 	t1=$(now)
@@ -474,9 +484,9 @@ tree()
 {
 	local sys=$1 dir=${MNT[$1]}
 	mkdir -p "$dir/tree" || return 1
-	set_fig "$sys" untar tree_phase untar "$TREE_N" tar -C "$dir/tree" -xf "$work/tree.tar"
-	set_fig "$sys" cp tree_phase cp "$TREE_N" cp -r "$dir/tree" "$dir/tree2"
-	set_fig "$sys" rm tree_phase rm "$((2 * TREE_N))" rm -rf "$dir/tree" "$dir/tree2"
+	set_fig "$sys" untar tree_phase "$TREE_N" tar -C "$dir/tree" -xf "$work/tree.tar"
+	set_fig "$sys" cp tree_phase "$TREE_N" cp -r "$dir/tree" "$dir/tree2"
+	set_fig "$sys" rm tree_phase "$((2 * TREE_N))" rm -rf "$dir/tree" "$dir/tree2"
 }
 
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -489,6 +499,7 @@ asuser() { runuser -u postgres -- "$@"; }
 pgbench_in()
 {
 	local sys=$1 dir=$2 port sock=$work/pgsock out
+	# (the server's log goes where postgres may write: beside its socket)
 	port=$(pg_port)
 	mkdir -p "$dir/pg" "$sock" && chown postgres: "$dir/pg" "$sock" || return 1
 	if ! asuser "$PGBIN/initdb" --auth=trust -D "$dir/pg/data" >>"$LOG" 2>&1; then
@@ -496,9 +507,10 @@ pgbench_in()
 		rm -rf "$dir/pg"
 		return 1
 	fi
-	if ! asuser "$PGBIN/pg_ctl" -D "$dir/pg/data" -l "$work/pg-$sys.log" -w \
+	if ! asuser "$PGBIN/pg_ctl" -D "$dir/pg/data" -l "$sock/pg-$sys.log" -w \
 		-o "-p $port -k $sock -c listen_addresses=" start >>"$LOG" 2>&1; then
 		say "$sys: PostgreSQL did not start (pg-$sys.log)"
+		cp "$sock/pg-$sys.log" "$OUT/"
 		rm -rf "$dir/pg"
 		return 1
 	fi
@@ -517,6 +529,7 @@ pgbench_in()
 		done
 	fi
 	asuser "$PGBIN/pg_ctl" -D "$dir/pg/data" -m fast -w stop >>"$LOG" 2>&1
+	cp "$sock/pg-$sys.log" "$OUT/"
 	rm -rf "$dir/pg"
 }
 pgbench_sys()
@@ -552,8 +565,8 @@ run_fs()
 	say "=== $sys"
 	mkdir -p "$work/$sys"
 	if [ "$sys" != ext4 ]; then
-		eval "BUCKET_$sys=bench-$sys-$$"
-		if ! make_bucket "bench-$sys-$$"; then
+		BUCKET[$sys]=bench-$sys-$$
+		if ! make_bucket "${BUCKET[$sys]}"; then
 			STATUS[$sys]="failed: no bucket"
 			return
 		fi

@@ -89,8 +89,8 @@ int main(int argc, char **argv)
 			long got = list(dir);
 
 			if (got != n) {
-				fprintf(stderr, "metaphase: %s lists %ld entries, not %ld\n", dir, got,
-					n);
+				fprintf(stderr, "metaphase: %s lists %ld entries, not %ld\n", dir,
+					got, n);
 				return 1;
 			}
 		}

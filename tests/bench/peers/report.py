@@ -124,6 +124,12 @@ def main():
         if i == 0:
             text.append("  ".join("-" * wd for wd in widths))
     text.append("")
+    text.append("notes: durable = in the bucket (s3backer's time includes its unmount, rclone's the wait")
+    text.append("  for its upload); rclone's and s3backer's fsync stop at their local cache, so their")
+    text.append("  random-write IOPS and pgbench TPC-B are not durable; metadata and tree rates are as")
+    text.append("  the application sees them (no final sync); requests are counted by radosgw for every")
+    text.append("  system alike (perf counter 'req', all request types); fail = the workload failed,")
+    text.append("  n/a = not applicable, FAILED = the system did not start")
     for s in systems:
         if status[s] != "ok":
             text.append("%s: %s" % (s, status[s]))
