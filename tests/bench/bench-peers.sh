@@ -189,9 +189,9 @@ object_size()
 # a peer are over), at most 600 s.
 rgw_quiet()
 {
-	local a b i
+	local a b
 	a=$(rgw_req)
-	for i in $(seq 75); do
+	for _ in $(seq 75); do
 		sleep 8
 		b=$(rgw_req)
 		[ "$a" = "$b" ] && return 0
