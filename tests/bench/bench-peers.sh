@@ -133,6 +133,7 @@ declare -A STATUS  # SYS -> ok | failed: why
 declare -A R       # SYS.METRIC -> figure | fail | n/a
 declare -A BUCKET  # SYS -> its bucket
 declare -a LOOPS   # every loop device this run attached
+LOOPDEV=
 started=
 say() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$LOG" >&2; }
 
@@ -264,12 +265,12 @@ fuse_down()
 		PID[$sys]=
 	fi
 }
+# attach_loop FILE: attach a loop device, its name in LOOPDEV (and in LOOPS,
+# for the cleanup); not to be run in a command substitution.
 attach_loop()
 {
-	local l
-	l=$(losetup -f --show "$1") || return 1
-	LOOPS+=("$l")
-	echo "$l"
+	LOOPDEV=$(losetup -f --show "$1") || return 1
+	LOOPS+=("$LOOPDEV")
 }
 
 mount_zerofs()
@@ -352,7 +353,8 @@ mount_s3backer()
 		>>"$work/s3backer.log" 2>&1 &
 	PID[s3backer]=$!
 	wait_mount s3backer "$work/s3backer/fuse" || return 1
-	LOOP[s3backer]=$(attach_loop "$work/s3backer/fuse/file") || return 1
+	attach_loop "$work/s3backer/fuse/file" || return 1
+	LOOP[s3backer]=$LOOPDEV
 	if [ "$fresh" = fresh ]; then
 		mkfs.ext4 -q -E nodiscard "${LOOP[s3backer]}" >>"$LOG" 2>&1 || return 1
 	fi
@@ -377,7 +379,8 @@ mount_ext4()
 	mkdir -p "${MNT[ext4]}"
 	if [ "$fresh" = fresh ]; then
 		truncate -s "$S3BACKER_SIZE" "$work/ext4.img"
-		LOOP[ext4]=$(attach_loop "$work/ext4.img") || return 1
+		attach_loop "$work/ext4.img" || return 1
+		LOOP[ext4]=$LOOPDEV
 		mkfs.ext4 -q -E nodiscard "${LOOP[ext4]}" >>"$LOG" 2>&1 || return 1
 	fi
 	mount "${LOOP[ext4]}" "${MNT[ext4]}"
@@ -541,7 +544,7 @@ pgbench_sys()
 		# ext4 over a loop device on a file of the mount.
 		img=${MNT[zerofs]}/pg.img
 		mkdir -p "$work/zerofs/pgmnt"
-		if truncate -s 4G "$img" && l=$(attach_loop "$img") &&
+		if truncate -s 4G "$img" && attach_loop "$img" && l=$LOOPDEV &&
 			mkfs.ext4 -q -E nodiscard "$l" >>"$LOG" 2>&1 &&
 			mount "$l" "$work/zerofs/pgmnt"; then
 			pgbench_in zerofs "$work/zerofs/pgmnt"

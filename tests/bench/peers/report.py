@@ -137,7 +137,11 @@ def main():
         f.write("\n".join(text) + "\n")
 
     # The chart: ratio of each figure to its limit, per system, log scale.
-    chart_sys = [s for s in ["zerofs", "s3fs", "s3backer", "rclone"] if s in systems]
+    chart_sys = [s for s in ["zerofs", "s3fs", "s3backer", "rclone"]
+                 if s in systems and status[s] == "ok"]
+    if not chart_sys:
+        print("report.py: no object-store system ran: no chart", file=sys.stderr)
+        return 0
     dat = os.path.join(out, "results.dat")
     with open(dat, "w") as f:
         f.write("metric " + " ".join(chart_sys) + "\n")
