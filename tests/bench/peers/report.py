@@ -143,6 +143,7 @@ def main():
         print("report.py: no object-store system ran: no chart", file=sys.stderr)
         return 0
     dat = os.path.join(out, "results.dat")
+    bars = 0
     with open(dat, "w") as f:
         f.write("metric " + " ".join(chart_sys) + "\n")
         for metric, label, unit, higher, limsys, best, lim in rows:
@@ -153,6 +154,10 @@ def main():
                 r = ratio(num(cell(s, metric)), lim)
                 vals.append("?" if r is None or r <= 0 else "%.4g" % r)
             f.write('"%s" %s\n' % (label, " ".join(vals)))
+            bars += 1
+    if not bars:
+        print("report.py: no limit (raw, ext4) measured: no chart", file=sys.stderr)
+        return 0
     gp = os.path.join(out, "results.gp")
     with open(gp, "w") as f:
         f.write("""set terminal pngcairo size 1400,700 noenhanced font ",10"
