@@ -42,7 +42,7 @@ grep -q '^  losses: [1-9]' <<<"$out" || fail "the sabotaged run reported no loss
 # valgrind), but enough cycles to mean something.
 status=0
 out=$("$PY" "$LOOP" --binary "$ZEROFS" --store "$t/s1" --workdir "$t/w1" --cycles 25 \
-	--seconds 65 --nbd-port "$(pick_port)") || status=$?
+	--seconds 55 --nbd-port "$(pick_port)") || status=$?
 echo "$out"
 if [ "$status" -ne 0 ]; then
 	echo "--- daemon log (last 60 lines) ---"

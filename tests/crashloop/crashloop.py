@@ -384,6 +384,7 @@ class Daemon:
         self.log_start = os.path.getsize(log) if os.path.exists(log) else 0
         self.checked = self.log_start
         self.died_at_mount = False
+        self.crash_at = crash_at
         with open(log, "ab") as lf:
             lf.write(("=== %s %s\n" % (time.strftime("%H:%M:%S"),
                                        "ZEROFS_CRASH_AT=" + crash_at if crash_at else "")).encode())
@@ -407,6 +408,17 @@ class Daemon:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def planned_death(self):
+        """Did the daemon die (or is it dying) at its armed crash point?"""
+        if not self.crash_at:
+            return False
+        for _ in range(100):
+            if not self.alive():
+                break
+            time.sleep(0.02)
+        return not self.alive() and ("crash point %s reached" % self.crash_at.split(":")[0]
+                                     in self.log_text())
 
     def log_text(self, start=None):
         with open(self.log, "rb") as f:
@@ -982,23 +994,28 @@ class Driver:
 
     def check_log(self, daemon, when):
         for line in daemon.new_log_lines():
-            if ": error: " in line:
+            # The daemon's own errors, and sanitizer reports (ASan/UBSan builds).
+            if ": error: " in line or "Sanitizer" in line or "runtime error:" in line:
                 self.errors.append("cycle %d: zerofs-fuse logged an error %s: %s"
                                    % (self.cycles, when, line))
             elif ": warning: " in line and "crash point" not in line:
                 text = re.sub(r"[0-9]+", "N", line.split(": warning: ", 1)[1])
                 self.warnings[text] = self.warnings.get(text, 0) + 1
 
-    def verify(self, rec, clean=False):
+    def verify(self, rec, daemon, clean=False):
         """Compare what the mount shows with the model; then make the model
         what was found (it is the durable state now).  After a clean
         unmount (clean=True) the model holds one state and no unacknowledged
-        change, so the check is exact."""
+        change, so the check is exact.  Returns True when all is well, False
+        after a failure, None when the daemon reached its crash point during
+        the check (a mount makes barriers of its own): no verdict then."""
         m = self.model
         entries, contents, errs = observe(self.mnt)
+        have = canon(entries)
+        if (errs or not any(m.meta_of(s) == have for s in m.snaps)) and daemon.planned_death():
+            return None
         for e in errs:
             self.losses.append("cycle %d: %s" % (self.cycles, e))
-        have = canon(entries)
         cands = [k for k in range(len(m.snaps) - 1, -1, -1) if m.meta_of(m.snaps[k]) == have]
         if not cands:
             self.losses.append(
@@ -1025,6 +1042,8 @@ class Driver:
             if not problems:
                 break
         k, problems = best
+        if problems and daemon.planned_death():
+            return None
         for p in problems:
             self.losses.append("cycle %d: %s" % (self.cycles, p))
         if problems:
@@ -1101,8 +1120,13 @@ class Driver:
             daemon = Daemon(args, self.mnt, self.cache, self.log, "%s:%d" % (point, n),
                             self.barrier_ms())
             # After a clean unmount nothing at all may differ.
-            if not daemon.died_at_mount and not self.verify(rec, clean=True):
-                return daemon.kill()
+            if not daemon.died_at_mount:
+                ok = self.verify(rec, daemon, clean=True)
+                if ok is None:
+                    daemon.died_at_mount = True  # while idle: a crash before any operation
+                    detach(self.mnt)
+                elif not ok:
+                    return daemon.kill()
             rec["armed"] = "%s:%d" % (point, n)
             self.armed[point] = self.armed.get(point, 0) + 1
             duration = args.workload_seconds
@@ -1123,7 +1147,7 @@ class Driver:
         w = Workload(self, daemon)
         if daemon.died_at_mount:
             died = True
-            rec["at_mount"] = True
+            rec["died_before_ops"] = True
         else:
             died = w.run(start + kill_at + 5)
         if not died:
@@ -1155,7 +1179,7 @@ class Driver:
             rec["cache_deleted"] = True
             self.cache_drops += 1
         daemon = Daemon(args, self.mnt, self.cache, self.log, None, self.barrier_ms())
-        ok = self.verify(rec)
+        ok = self.verify(rec, daemon)
         self.check_log(daemon, "on recovery")
         self.model.ack_ops = 0
         rec["ok"] = ok
