@@ -900,6 +900,9 @@ class Workload:
                 self.d.note("garbage collection: setfattr -n trusted.zerofs.gc -v run failed "
                             "with %s: GC operations skipped" % errno.errorcode[e.errno])
                 return
+            if e.errno in (errno.EBUSY, errno.EAGAIN):
+                self.count("gc_busy")  # one already running
+                return
             if self.wait_dead(e):
                 raise Died()
             raise Failure("GC failed while the daemon was alive: %s" % e)
