@@ -507,8 +507,13 @@ class Workload:
         return r
 
     def wait_dead(self, exc):
-        """Is the daemon dead (give it a moment to finish dying)?"""
-        for _ in range(100):
+        """Is the daemon dead?  A FUSE request fails with ENOTCONN or
+        ECONNABORTED when the daemon dies, an NBD request with a connection
+        error: then give it a moment to finish dying.  Any other error
+        counts as the crash only if the daemon is dead already (so that the
+        random kill that follows a real EIO cannot hide it)."""
+        conn = not isinstance(exc, OSError) or exc.errno in (errno.ENOTCONN, errno.ECONNABORTED)
+        for _ in range(100 if conn else 5):
             if not self.daemon.alive():
                 return True
             time.sleep(0.02)
