@@ -362,7 +362,10 @@ def diff_meta(want, have):
 # ------------------------------------------------------------------ daemon
 
 class Daemon:
+    started = []  # every daemon, so that none outlives the driver
+
     def __init__(self, args, mnt, cache, log, crash_at=None, barrier_ms=None):
+        Daemon.started.append(self)
         self.mnt = mnt
         self.log = log
         opts = ["store=" + args.store, "cache_dir=" + cache, "kdf=min", "log_level=info",
@@ -1211,19 +1214,27 @@ class Driver:
         self.model.inodes[self.model.ns[""]].mode = 0o755
         self.model.snap()
         start = time.monotonic()
+        interrupted = False
         try:
             while self.cycles < args.cycles and time.monotonic() - start < args.seconds:
                 self.cycles += 1
                 daemon = self.cycle(daemon)
                 if daemon is None or self.losses or self.errors:
                     break
+        except KeyboardInterrupt:
+            interrupted = True
+            self.note("interrupted during cycle %d: that cycle is not counted as verified"
+                      % self.cycles)
         finally:
             if daemon is not None:
-                if not self.losses and not self.errors:
+                if not self.losses and not self.errors and not interrupted:
                     daemon.umount()
                     self.check_log(daemon, "at the last unmount")
                 else:
                     daemon.kill()
+            for d in Daemon.started:
+                if d.alive():
+                    d.kill()
         return self.summary(time.monotonic() - start)
 
     def summary(self, elapsed):
@@ -1360,6 +1371,14 @@ def main():
         args.seed = str(random.randrange(1 << 32))
     os.makedirs(args.workdir, exist_ok=True)
     os.umask(0)
+
+    # SIGTERM and SIGINT (even when started in the background, where SIGINT
+    # comes ignored) stop the loop: the summary is still printed.
+    def stop(_sig, _frame):
+        raise KeyboardInterrupt()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     drv = Driver(args)
     try:
         rc = drv.run()
