@@ -38,7 +38,8 @@ The checks after each crash:
 
 Usage: crashloop.py --binary zerofs-fuse --store STORE --workdir DIR
                     [--cycles N] [--seconds S] [--points a,b,c] ...
-Exit status: 0 when nothing was lost, 1 on any loss or error, 2 on bad usage.
+Exit status: 0 when nothing was lost, 1 on any loss or error, 2 on bad usage,
+130 when stopped by SIGINT or SIGTERM (the summary is printed all the same).
 """
 
 import argparse
@@ -994,6 +995,7 @@ class Driver:
         self.cache_drops = 0
         self.names = 0
         self.clean_bytes = 0
+        self.interrupted = False
 
     def note(self, msg):
         if msg not in self.notes:
@@ -1222,7 +1224,7 @@ class Driver:
                 if daemon is None or self.losses or self.errors:
                     break
         except KeyboardInterrupt:
-            interrupted = True
+            interrupted = self.interrupted = True
             self.note("interrupted during cycle %d: that cycle is not counted as verified"
                       % self.cycles)
         finally:
@@ -1270,7 +1272,9 @@ class Driver:
         print("  losses: %d" % len(self.losses), file=out)
         for e in self.losses[:40]:
             print("    " + e, file=out)
-        return 1 if self.losses or self.errors else 0
+        if self.losses or self.errors:
+            return 1
+        return 130 if self.interrupted else 0
 
 
 def selftest():
