@@ -507,12 +507,15 @@ static void show_progress(void *arg, uint64_t done, uint64_t total)
 {
 	struct progress *p = arg;
 	uint64_t now = util_now_ns();
-	if (done < total && now - p->last_ns < 100000000ULL)
+	if ((total == 0 || done < total) && now - p->last_ns < 100000000ULL)
 		return;
 	p->last_ns = now;
+	if (!total) {
+		fprintf(stderr, "\r%s: %" PRIu64 " so far", p->what, done);
+		return;
+	}
 	fprintf(stderr, "\r%s: %3u%% (%" PRIu64 " of %" PRIu64 ")%s", p->what,
-		total ? (unsigned)(done * 100 / total) : 100, done, total,
-		done >= total ? "\n" : "");
+		(unsigned)(done * 100 / total), done, total, done >= total ? "\n" : "");
 }
 
 /* Open the store for a maintenance command: no garbage collection thread,
@@ -727,8 +730,10 @@ static int cmd_send(struct cli *c)
 	struct fs *fs = open_offline(c);
 	if (!fs)
 		return 1;
+	struct progress p = {"send: blocks", 0};
 	int rc = fs_send(fs, c->from, c->mountpoint, STDOUT_FILENO, pw,
-			 strcmp(c->cfg.kdf, "min") == 0, stderr);
+			 strcmp(c->cfg.kdf, "min") == 0, stderr,
+			 isatty(STDERR_FILENO) ? show_progress : NULL, &p);
 	if (rc < 0)
 		fprintf(stderr, "zerofs-fuse send: failed: %s\n", strerror(-rc));
 	fs_close(fs);
@@ -745,7 +750,9 @@ static int cmd_receive(struct cli *c)
 	struct fs *fs = open_offline(c);
 	if (!fs)
 		return 1;
-	int rc = fs_receive(fs, STDIN_FILENO, pw, c->repair, stderr);
+	struct progress p = {"receive: bytes", 0};
+	int rc = fs_receive(fs, STDIN_FILENO, pw, c->repair, stderr,
+			    isatty(STDERR_FILENO) ? show_progress : NULL, &p);
 	if (rc < 0) {
 		fprintf(stderr, "zerofs-fuse receive: failed (%s); the target is unchanged\n",
 			strerror(-rc));

@@ -148,6 +148,10 @@ void fs_get_stats(struct fs *fs, struct fs_stats *out);
 /* The statistics as text, one "name value" line each (malloc'd). */
 char *fs_stats_text(struct fs *fs);
 
+/* Progress of a long operation: done of total units so far (total 0:
+ * not known yet). */
+typedef void (*fs_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
 /* ---- snapshots and replicas (snap.c) ---- */
 
 /* Close without the last barrier: what was not behind a barrier is
@@ -158,12 +162,13 @@ void fs_abort(struct fs *fs);
  * full stream) to snapshot to, encrypted and authenticated under a key
  * from password.  fs is a mount of snapshot to (-o snapshot=). */
 int fs_send(struct fs *fs, const char *from, const char *to, int fd, const char *password,
-	    int kdf_min, FILE *report);
+	    int kdf_min, FILE *report, fs_progress_fn progress, void *parg);
 /* receive: apply a stream from fd to fs (a read-write mount of the target
  * store, opened for this), ending with the stream's snapshot there.  On
  * error nothing is made durable: the caller must fs_abort.  With force, a
  * target changed since the stream's base is rolled back to it first. */
-int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *report);
+int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *report,
+	       fs_progress_fn progress, void *parg);
 
 /* Is this a read-only mount (a replica or a snapshot)? */
 int fs_read_only(struct fs *fs);
@@ -186,8 +191,6 @@ char *fs_snapshot_list_text(struct fs *fs);
  * that a durable index refers to.  Adds to *r.  0 or -errno. */
 int fs_gc(struct fs *fs, int now_ok, struct fs_gc_report *r);
 
-/* Progress of a long check: done of total units so far. */
-typedef void (*fs_progress_fn)(void *arg, uint64_t done, uint64_t total);
 
 /* fsck: check the index against the store's objects (every segment object
  * present with its size, no object unknown to the index, live counts equal

@@ -200,7 +200,7 @@ static int send_span(struct fs *fs, struct stream *s, const struct want *w, size
 }
 
 int fs_send(struct fs *fs, const char *from, const char *to, int fd, const char *password,
-	    int kdf_min, FILE *report)
+	    int kdf_min, FILE *report, fs_progress_fn progress, void *parg)
 {
 	char pa[4300], pb[4300];
 	struct stream s;
@@ -288,6 +288,8 @@ int fs_send(struct fs *fs, const char *from, const char *to, int fd, const char 
 		for (size_t k = i; k < j; k++)
 			bytes += c.v[k].e.plen;
 		i = j;
+		if (progress)
+			progress(parg, i, c.n);
 	}
 	for (size_t i = 0; rc == 0 && i < c.ndrops; i++) {
 		s.plain[0] = 'X';
@@ -429,7 +431,8 @@ static int check_target(struct fs *fs, const char *from, const char *to, int for
 	return rc;
 }
 
-int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *report)
+int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *report,
+	       fs_progress_fn progress, void *parg)
 {
 	struct stream s;
 	uint8_t hdr[STREAM_HEADER], key[32];
@@ -545,6 +548,8 @@ int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *rep
 			}
 			pthread_mutex_unlock(&fs->lock);
 			blocks++;
+			if (progress && blocks % 16 == 0)
+				progress(parg, s.bytes, 0);
 			break;
 		}
 		case 'X': {
@@ -574,6 +579,8 @@ int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *rep
 				break;
 			}
 			ended = 1;
+			if (progress)
+				progress(parg, s.bytes, s.bytes);
 			break;
 		default:
 			rc = -EBADMSG;
