@@ -1,6 +1,7 @@
 /* crashpt.c: named crash points (crashpt.h). */
 #include "config.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,11 +46,15 @@ void crashpt_hit(const char *name)
 		return;
 	if (stop_only) {
 		log_warn("crash point %s reached: stopping the daemon (SIGSTOP)", name);
-		kill(getpid(), SIGSTOP);
+		/* To this thread (tgkill): it stops before its next instruction.
+		 * Sent to the process, the signal may be taken by another thread
+		 * while this one runs on and, say, stores the very log the test
+		 * wants held back. */
+		pthread_kill(pthread_self(), SIGSTOP);
 		return;
 	}
 	log_warn("crash point %s reached: killing the daemon (SIGKILL)", name);
-	kill(getpid(), SIGKILL);
+	pthread_kill(pthread_self(), SIGKILL);
 	/* SIGKILL cannot be caught; this is never reached. */
 	_exit(137);
 }
