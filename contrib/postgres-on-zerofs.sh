@@ -146,7 +146,16 @@ loop_dev()
 	echo "$name"
 }
 
-running() { as_pg "$BINDIR/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; }
+# Is the server of this data directory running?  Not only "is the pid in
+# postmaster.pid alive" (pg_ctl status): after a kill -9 that pid may have
+# been reused by another process; the postmaster works in its data directory.
+running()
+{
+	local pid
+	[ -f "$PGDATA/postmaster.pid" ] || return 1
+	pid=$(head -n 1 "$PGDATA/postmaster.pid")
+	[ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$(readlink -f "$PGDATA")" ]
+}
 
 cmd_setup()
 {
@@ -192,6 +201,14 @@ cmd_start()
 	local s
 	cmd_setup
 	running && { say "already running"; return 0; }
+	# After a crash the pid in postmaster.pid may belong to another process
+	# by now, and PostgreSQL would refuse to start ("is another postmaster
+	# running?"): this server is not running (see running), so the file is
+	# stale.
+	if [ -f "$PGDATA/postmaster.pid" ]; then
+		say "removing the stale postmaster.pid (pid $(head -n 1 "$PGDATA/postmaster.pid") is not this server)"
+		rm -f "$PGDATA/postmaster.pid" "$RUN/.s.PGSQL.$PORT.lock"
+	fi
 	for s in "${SETTINGS[@]}"; do
 		o="$o -c $s"
 	done

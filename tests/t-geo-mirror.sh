@@ -160,6 +160,12 @@ run_mirror()
 	kpid=$(cat "$d/2/pid")
 	kill -9 "$kpid"
 	echo "[${SECONDS}s] $fs: killed instance 2 (pid $kpid) after $(count "$d/wsums") files of the writer"
+	# kill -9 returns before the process is gone: it may still be exiting
+	# (or wait to be reaped) when "up" runs.
+	for ((i = 0; i < 300; i++)); do
+		_alive "$kpid" || break
+		sleep 0.1
+	done
 	wait_count "$d/wsums" $(($(count "$d/wsums") + 6)) "$wpid" ||
 		fail "$fs: the writer stopped after instance 2 was killed"
 	touch "$d/stop"

@@ -82,8 +82,12 @@ static unsigned long long pid_start(long pid)
 	p = strrchr(buf, ')');
 	if (!p)
 		return 0;
-	/* After ") ", fields 3 onwards; the start time is field 22. */
+	/* After ") ", fields 3 onwards; the start time is field 22.  A process
+	 * killed but not yet reaped (zombie, or dead) holds nothing: it reads
+	 * as gone. */
 	p += 2;
+	if (*p == 'Z' || *p == 'X' || *p == 'x')
+		return 0;
 	for (int field = 3; field < 22 && p; field++) {
 		p = strchr(p, ' ');
 		if (p)
