@@ -596,6 +596,9 @@ static int cmd_gc(struct cli *c)
 	if (!fs)
 		return 2;
 	struct fs_gc_report r = {0};
+	struct progress p = {"gc: segments repacked", 0};
+	if (isatty(STDERR_FILENO))
+		fs_gc_set_progress(fs, show_progress, &p);
 	int rc = fs_gc(fs, 1, &r);
 	/* A second pass drops what the first one repacked. */
 	if (rc == 0 && r.repacked_segments)

@@ -63,6 +63,8 @@ struct fs {
 	int orphans_swept;        /* this mount's one sweep of orphans is done */
 	uint64_t gc_interval_ms, gc_grace_ms;
 	int gc_repack_live;
+	fs_progress_fn gc_progress; /* the offline command's, on a terminal */
+	void *gc_progress_arg;
 	struct fs_gc_report gc_total;
 	uint64_t gc_passes;
 	/* A copy for the statistics, under the fs lock: a pass holds gc_mutex

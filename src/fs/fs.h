@@ -190,6 +190,8 @@ char *fs_snapshot_list_text(struct fs *fs);
  * still be using them, as in the offline command).  Never deletes an object
  * that a durable index refers to.  Adds to *r.  0 or -errno. */
 int fs_gc(struct fs *fs, int now_ok, struct fs_gc_report *r);
+/* Progress of the passes (segments repacked of those to repack). */
+void fs_gc_set_progress(struct fs *fs, fs_progress_fn fn, void *arg);
 
 
 /* fsck: check the index against the store's objects (every segment object

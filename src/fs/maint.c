@@ -382,6 +382,8 @@ int fs_gc(struct fs *fs, int now_ok, struct fs_gc_report *out)
 			rc = 0;
 		if (rc == 0 && (i + 1) % REPACK_BATCH == 0)
 			rc = jnl_sync(fs->j); /* bounds the memory of sealed copies */
+		if (fs->gc_progress)
+			fs->gc_progress(fs->gc_progress_arg, i + 1, repack.n);
 	}
 	if (rc == 0 && repack.n) {
 		CRASHPT("gc.after_relocate");
@@ -418,6 +420,14 @@ int fs_gc(struct fs *fs, int now_ok, struct fs_gc_report *out)
 		out->waiting = r.waiting;
 	}
 	return rc;
+}
+
+void fs_gc_set_progress(struct fs *fs, fs_progress_fn fn, void *arg)
+{
+	pthread_mutex_lock(&fs->gc_mutex);
+	fs->gc_progress = fn;
+	fs->gc_progress_arg = arg;
+	pthread_mutex_unlock(&fs->gc_mutex);
 }
 
 static void *gc_main(void *arg)
