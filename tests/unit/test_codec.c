@@ -144,6 +144,7 @@ static ssize_t decode_direct_copy(const struct seal_key *key, const uint8_t *ad,
 	uint8_t scratch[256], room[SEAL_HDR_BYTES + 256];
 	ssize_t n;
 
+	memset(room, 0x5a, sizeof(room)); /* defined bytes for the check below */
 	memcpy(scratch, frame, flen);
 	n = seal_frame_decode_direct(key, ad, SEAL_AD_BYTES, scratch, flen, room + SEAL_HDR_BYTES,
 				     256);
