@@ -63,6 +63,14 @@ struct zfuse {
 	int sig_running;
 	int writeback; /* the kernel's writeback cache is on */
 
+	/* Notifications write to the session's descriptor, which
+	 * fuse_session_unmount closes: notify_lock (read) is held around every
+	 * one, and taken (write) to set notify_closed before the unmount.
+	 * Without it an NBD thread could write into a descriptor number the
+	 * daemon had meanwhile reused for a store object. */
+	pthread_rwlock_t notify_lock;
+	int notify_closed;
+
 	/* SEEK_DATA/SEEK_HOLE under the writeback cache (zf_lseek). */
 	pthread_mutex_t seek_m;
 	pthread_cond_t seek_cond;
@@ -700,8 +708,12 @@ static void *seek_main(void *arg)
 		if (zf->seek_stop) {
 			fuse_reply_err(r->req, EIO);
 		} else {
-			int rc = fuse_lowlevel_notify_inval_inode(zf->se, r->ino, 0, 0);
-			if (rc < 0 && rc != -ENOENT)
+			int rc = -ENOTCONN;
+			pthread_rwlock_rdlock(&zf->notify_lock);
+			if (!zf->notify_closed)
+				rc = fuse_lowlevel_notify_inval_inode(zf->se, r->ino, 0, 0);
+			pthread_rwlock_unlock(&zf->notify_lock);
+			if (rc < 0 && rc != -ENOENT && rc != -ENOTCONN)
 				log_debug("seek: cannot write back the kernel's pages of inode %" PRIu64
 					  ": %s",
 					  (uint64_t)r->ino, strerror(-rc));
@@ -815,6 +827,7 @@ struct zfuse *zfuse_new(const struct cfg *cfg, const char *extra_opts, int debug
 		return NULL;
 	pthread_mutex_init(&zf->seek_m, NULL);
 	pthread_cond_init(&zf->seek_cond, NULL);
+	pthread_rwlock_init(&zf->notify_lock, NULL);
 	CLEANUP_FREE char *opts = NULL;
 	if (asprintf(&opts, "fsname=zerofs-fuse,subtype=zerofs-fuse,default_permissions%s%s%s",
 		     cfg->allow_other ? ",allow_other" : "", extra_opts && *extra_opts ? "," : "",
@@ -944,6 +957,9 @@ int zfuse_loop(struct zfuse *zf, const struct cfg *cfg)
 	fuse_loop_cfg_set_clone_fd(lc, 1);
 	int rc = fuse_session_loop_mt(zf->se, lc);
 	fuse_loop_cfg_destroy(lc);
+	pthread_rwlock_wrlock(&zf->notify_lock);
+	zf->notify_closed = 1;
+	pthread_rwlock_unlock(&zf->notify_lock);
 	fuse_session_unmount(zf->se);
 	zf->mounted = 0;
 	return rc < 0 ? rc : 0;
@@ -954,7 +970,11 @@ void zfuse_invalidate(void *arg, uint64_t ino, uint64_t off, uint64_t len)
 	struct zfuse *zf = arg;
 	if (!zf->se || off > INT64_MAX || len > INT64_MAX)
 		return;
-	int rc = fuse_lowlevel_notify_inval_inode(zf->se, ino, (off_t)off, (off_t)len);
+	int rc = 0;
+	pthread_rwlock_rdlock(&zf->notify_lock);
+	if (!zf->notify_closed)
+		rc = fuse_lowlevel_notify_inval_inode(zf->se, ino, (off_t)off, (off_t)len);
+	pthread_rwlock_unlock(&zf->notify_lock);
 	/* -ENOENT: the kernel holds no such inode, so nothing is cached. */
 	if (rc < 0 && rc != -ENOENT)
 		log_debug("cannot invalidate the kernel's cache of inode %" PRIu64 ": %s", ino,
@@ -975,6 +995,7 @@ void zfuse_free(struct zfuse *zf)
 	}
 	pthread_mutex_destroy(&zf->seek_m);
 	pthread_cond_destroy(&zf->seek_cond);
+	pthread_rwlock_destroy(&zf->notify_lock);
 	if (zf->sig_running) {
 		/* sigwait is a cancellation point: a thread still waiting there
 		 * (the mount went away by fusermount3 -u) ends here. */
