@@ -72,9 +72,11 @@ static int collect_obj(void *arg, const char *key, uint64_t size)
 	return 0;
 }
 
+/* Orders anything whose first field is a uint64_t segment id (struct obj,
+ * struct segrow, struct idx_seg_usage; or a bare id as the key). */
 static int cmp_obj(const void *a, const void *b)
 {
-	uint64_t x = ((const struct obj *)a)->seg, y = ((const struct obj *)b)->seg;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 	return x < y ? -1 : x > y;
 }
 
@@ -555,30 +557,15 @@ static const struct obj *find_obj(const struct objlist *l, uint64_t seg)
 	return l->n ? bsearch(&key, l->v, l->n, sizeof(*l->v), cmp_obj) : NULL;
 }
 
+/* The rows of usage and seglist are sorted by segment, their first field. */
 static const struct idx_seg_usage *find_usage(const struct usage_list *l, uint64_t seg)
 {
-	size_t lo = 0, hi = l->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (l->v[mid].seg < seg)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < l->n && l->v[lo].seg == seg ? &l->v[lo] : NULL;
+	return l->n ? bsearch(&seg, l->v, l->n, sizeof(*l->v), cmp_obj) : NULL;
 }
 
 static const struct segrow *find_row(const struct seglist *l, uint64_t seg)
 {
-	size_t lo = 0, hi = l->n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (l->v[mid].seg < seg)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < l->n && l->v[lo].seg == seg ? &l->v[lo] : NULL;
+	return l->n ? bsearch(&seg, l->v, l->n, sizeof(*l->v), cmp_obj) : NULL;
 }
 
 struct ns_ctx {

@@ -1455,63 +1455,6 @@ int idx_changeset_apply(struct idx *ix, const void *cs, size_t len)
 	return rc;
 }
 
-int idx_replace_from_image(struct idx *ix, const void *image, size_t len)
-{
-	static const char magic[16] = "SQLite format 3";
-	char tmp[PATH_MAX], sql[256];
-	int r;
-
-	if (len < 100 || memcmp(image, magic, sizeof(magic)) != 0)
-		return -EINVAL;
-	r = idx_flush(ix);
-	if (r < 0)
-		return r;
-	const char *main_path = sqlite3_db_filename(ix->db, "main");
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.image", main_path ? main_path : "/tmp/zerofs") >=
-	    sizeof(tmp))
-		return -ENAMETOOLONG;
-	r = write_file_synced(tmp, image, len);
-	if (r < 0)
-		return r;
-	snprintf(sql, sizeof(sql), "ATTACH DATABASE ?1 AS img");
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(ix->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		unlink(tmp);
-		return db_error(ix, "attach");
-	}
-	sqlite3_bind_text(st, 1, tmp, -1, SQLITE_TRANSIENT);
-	r = sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(ix, "attach");
-	sqlite3_finalize(st);
-	if (r < 0) {
-		unlink(tmp);
-		return r;
-	}
-	sqlite3session_enable(ix->session, 0);
-	if (sqlite3_exec(ix->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
-		r = db_error(ix, "replace from image");
-	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(replicated); i++) {
-		snprintf(sql, sizeof(sql), "DELETE FROM main.%s; INSERT INTO main.%s SELECT * FROM img.%s;",
-			 replicated[i], replicated[i], replicated[i]);
-		if (sqlite3_exec(ix->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-			r = db_error(ix, "replace from image");
-	}
-	sqlite3session_enable(ix->session, 1);
-	if (r == 0)
-		r = idx_flush(ix);
-	else if (!sqlite3_get_autocommit(ix->db))
-		sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
-	if (sqlite3_exec(ix->db, "DETACH DATABASE img", NULL, NULL, NULL) != SQLITE_OK && r == 0)
-		r = db_error(ix, "detach");
-	unlink(tmp);
-	return r;
-}
-
-/* ---- send and receive ---- */
-
-/* The namespace tables a stream carries as a changeset; extents travel as
- * blocks (the target has its own segments), super and segment not at all. */
-static const char *const streamed[] = {"inode", "symlink", "dirent", "xattr"};
-
 static int attach_file(sqlite3 *db, const char *path, const char *as)
 {
 	char sql[64];
@@ -1526,6 +1469,72 @@ static int attach_file(sqlite3 *db, const char *path, const char *as)
 		log_error("index: cannot attach %s: %s", path, sqlite3_errmsg(db));
 	return r;
 }
+
+/* Write image (a SQLite database: a checkpoint or a snapshot) beside the
+ * index as <db>.<as> and attach it under the name as, the outer transaction
+ * committed first (ATTACH cannot run inside one).  tmp gets the file's
+ * path; detach_image undoes it.  -EINVAL when image is not a database. */
+static int attach_image(struct idx *ix, const void *image, size_t len, const char *as,
+			char tmp[PATH_MAX])
+{
+	static const char magic[16] = "SQLite format 3";
+	if (len < 100 || memcmp(image, magic, sizeof(magic)) != 0)
+		return -EINVAL;
+	int r = idx_flush(ix);
+	if (r < 0)
+		return r;
+	const char *main_path = sqlite3_db_filename(ix->db, "main");
+	if ((size_t)snprintf(tmp, PATH_MAX, "%s.%s", main_path ? main_path : "/tmp/zerofs", as) >=
+	    PATH_MAX)
+		return -ENAMETOOLONG;
+	r = write_file_synced(tmp, image, len);
+	if (r == 0)
+		r = attach_file(ix->db, tmp, as);
+	if (r < 0)
+		unlink(tmp);
+	return r;
+}
+
+/* Detach and remove what attach_image attached; r is the caller's result so
+ * far, returned unless it was 0 and the detach failed. */
+static int detach_image(struct idx *ix, const char *as, const char *tmp, int r)
+{
+	char sql[64];
+	snprintf(sql, sizeof(sql), "DETACH DATABASE %s", as);
+	if (sqlite3_exec(ix->db, sql, NULL, NULL, NULL) != SQLITE_OK && r == 0)
+		r = db_error(ix, "detach");
+	unlink(tmp);
+	return r;
+}
+
+int idx_replace_from_image(struct idx *ix, const void *image, size_t len)
+{
+	char tmp[PATH_MAX], sql[256];
+	int r = attach_image(ix, image, len, "img", tmp);
+	if (r < 0)
+		return r;
+	sqlite3session_enable(ix->session, 0);
+	if (sqlite3_exec(ix->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+		r = db_error(ix, "replace from image");
+	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(replicated); i++) {
+		snprintf(sql, sizeof(sql), "DELETE FROM main.%s; INSERT INTO main.%s SELECT * FROM img.%s;",
+			 replicated[i], replicated[i], replicated[i]);
+		if (sqlite3_exec(ix->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+			r = db_error(ix, "replace from image");
+	}
+	sqlite3session_enable(ix->session, 1);
+	if (r == 0)
+		r = idx_flush(ix);
+	else if (!sqlite3_get_autocommit(ix->db))
+		sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+	return detach_image(ix, "img", tmp, r);
+}
+
+/* ---- send and receive ---- */
+
+/* The namespace tables a stream carries as a changeset; extents travel as
+ * blocks (the target has its own segments), super and segment not at all. */
+static const char *const streamed[] = {"inode", "symlink", "dirent", "xattr"};
 
 int idx_stream_diff(const char *base_path, const char *target_path, void **cs, size_t *len,
 		    int (*changed)(void *arg, uint64_t ino, const struct idx_extent *e),
@@ -1618,16 +1627,10 @@ int idx_differs_from_image(struct idx *ix, const void *image, size_t len, int *d
 {
 	static const char *const tables[] = {"inode", "symlink", "dirent", "xattr", "extent"};
 	char tmp[PATH_MAX], sql[256];
-	int r = idx_flush(ix);
-	if (r < 0)
-		return r;
-	const char *main_path = sqlite3_db_filename(ix->db, "main");
-	snprintf(tmp, sizeof(tmp), "%s.cmp", main_path ? main_path : "/tmp/zerofs");
-	r = write_file_synced(tmp, image, len);
-	if (r < 0)
-		return r;
-	r = attach_file(ix->db, tmp, "cmp");
 	*differs = 0;
+	int r = attach_image(ix, image, len, "cmp", tmp);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; r == 0 && !*differs && i < ARRAY_SIZE(tables); i++) {
 		snprintf(sql, sizeof(sql),
 			 "SELECT (SELECT count(*) FROM (SELECT * FROM main.%s EXCEPT SELECT * FROM"
@@ -1642,27 +1645,17 @@ int idx_differs_from_image(struct idx *ix, const void *image, size_t len, int *d
 			*differs = 1;
 		sqlite3_finalize(st);
 	}
-	if (sqlite3_exec(ix->db, "DETACH DATABASE cmp", NULL, NULL, NULL) != SQLITE_OK && r == 0)
-		r = db_error(ix, "detach");
-	unlink(tmp);
-	return r;
+	return detach_image(ix, "cmp", tmp, r);
 }
 
 int idx_rollback_to_image(struct idx *ix, const void *image, size_t len)
 {
 	static const char *const tables[] = {"inode", "symlink", "dirent", "xattr", "extent"};
 	char tmp[PATH_MAX], sql[256];
-	int r = idx_flush(ix);
+	int r = attach_image(ix, image, len, "rb", tmp);
 	if (r < 0)
 		return r;
-	const char *main_path = sqlite3_db_filename(ix->db, "main");
-	snprintf(tmp, sizeof(tmp), "%s.rollback", main_path ? main_path : "/tmp/zerofs");
-	r = write_file_synced(tmp, image, len);
-	if (r < 0)
-		return r;
-	r = attach_file(ix->db, tmp, "rb");
-	if (r == 0)
-		r = batch(ix);
+	r = batch(ix);
 	/* Recorded in the session: the next log carries the rollback.  Rows
 	 * that did not change cancel out in the changeset. */
 	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(tables); i++) {
@@ -1682,10 +1675,7 @@ int idx_rollback_to_image(struct idx *ix, const void *image, size_t len)
 		r = db_error(ix, "rollback");
 	if (r == 0)
 		r = idx_flush(ix);
-	if (sqlite3_exec(ix->db, "DETACH DATABASE rb", NULL, NULL, NULL) != SQLITE_OK && r == 0)
-		r = db_error(ix, "detach");
-	unlink(tmp);
-	return r;
+	return detach_image(ix, "rb", tmp, r);
 }
 
 static int stream_filter(void *arg, const char *table)
