@@ -754,11 +754,18 @@ static int cmd_receive(struct cli *c)
 	if (!fs)
 		return 1;
 	struct progress p = {"receive: bytes", 0};
+	int applied = 0;
 	int rc = fs_receive(fs, STDIN_FILENO, pw, c->repair, stderr,
-			    isatty(STDERR_FILENO) ? show_progress : NULL, &p);
+			    isatty(STDERR_FILENO) ? show_progress : NULL, &p, &applied);
 	if (rc < 0) {
-		fprintf(stderr, "zerofs-fuse receive: failed (%s); the target is unchanged\n",
-			strerror(-rc));
+		if (applied)
+			fprintf(stderr, "zerofs-fuse receive: failed (%s) at its last step; the changes "
+					"may be in the store without the snapshot: receive --force the "
+					"same stream again\n",
+				strerror(-rc));
+		else
+			fprintf(stderr, "zerofs-fuse receive: failed (%s); the target is unchanged\n",
+				strerror(-rc));
 		fs_abort(fs);
 		return 1;
 	}

@@ -165,10 +165,13 @@ int fs_send(struct fs *fs, const char *from, const char *to, int fd, const char 
 	    int kdf_min, FILE *report, fs_progress_fn progress, void *parg);
 /* receive: apply a stream from fd to fs (a read-write mount of the target
  * store, opened for this), ending with the stream's snapshot there.  On
- * error nothing is made durable: the caller must fs_abort.  With force, a
+ * error the caller must fs_abort; nothing was made durable unless *applied
+ * is set (the last barrier or the snapshot object failed: the changes may
+ * be in the store without the snapshot; receiving again with force mends
+ * it).  With force, a
  * target changed since the stream's base is rolled back to it first. */
 int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *report,
-	       fs_progress_fn progress, void *parg);
+	       fs_progress_fn progress, void *parg, int *applied);
 
 /* Is this a read-only mount (a replica or a snapshot)? */
 int fs_read_only(struct fs *fs);

@@ -432,8 +432,10 @@ static int check_target(struct fs *fs, const char *from, const char *to, int for
 }
 
 int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *report,
-	       fs_progress_fn progress, void *parg)
+	       fs_progress_fn progress, void *parg, int *applied)
 {
+	if (applied)
+		*applied = 0;
 	struct stream s;
 	uint8_t hdr[STREAM_HEADER], key[32];
 	char from[JNL_SNAP_NAME_MAX + 1] = "", to[JNL_SNAP_NAME_MAX + 1] = "";
@@ -614,6 +616,10 @@ int fs_receive(struct fs *fs, int fd, const char *password, int force, FILE *rep
 		pthread_mutex_lock(&fs->gc_mutex);
 		rc = jnl_snapshot_create(fs->j, to, NULL);
 		pthread_mutex_unlock(&fs->gc_mutex);
+		/* The barrier may have stored the changes before the snapshot
+		 * object failed: "unchanged" would be false. */
+		if (rc < 0 && applied)
+			*applied = 1;
 	}
 	if (rc == 0 && report)
 		fprintf(report,
