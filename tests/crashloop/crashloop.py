@@ -310,7 +310,11 @@ def observe(mnt):
                 errors.append("lstat %s: %s" % (r, e))
                 continue
             if stat.S_ISLNK(st.st_mode):
-                kind, target = "l", os.readlink(fp)
+                try:
+                    kind, target = "l", os.readlink(fp)
+                except OSError as e:
+                    errors.append("readlink %s: %s" % (r, e))
+                    continue
             elif stat.S_ISDIR(st.st_mode):
                 kind, target = "d", None
             elif stat.S_ISREG(st.st_mode):
