@@ -51,11 +51,29 @@ struct jnl {
 	struct pending_log *pending, *pending_tail;
 	int last_rc;
 	struct jnl_stats stats;
+	uint64_t lease_checked_ns;      /* start of the last good lease check */
+
+	/* The checkpoint writer: one image at a time, stored and pruned off the
+	 * barrier's path (ck_busy from hand-over to the end of its prune). */
+	pthread_cond_t ck_cond;
+	void *ck_image;
+	size_t ck_len;
+	uint64_t ck_seq;
+	int ck_busy;
+	pthread_t ck_thread;
+	int ck_running;
 
 	pthread_t timer;
 	int timer_running;
 	int stop;
 };
+
+/* A barrier reads the lease again when its last check is older than this.
+ * Safety does not rest on the check: index objects are written if absent
+ * and a fenced writer finds its sequence number taken (store_fence_mark).
+ * The check makes a writer that was taken over stop at its next barrier
+ * instead of when it next collides, at one GET a second under load. */
+#define LEASE_RECHECK_NS (1000 * 1000000ULL)
 
 static void meta_key(char *out, size_t n, char kind, uint64_t seq)
 {
@@ -393,8 +411,13 @@ static int store_pending(struct jnl *j)
 		}
 		CRASHPT("barrier.before_log");
 		rc = meta_store(j->st, 'L', pl->seq, pl->obj, pl->len);
-		if (rc == -ESTALE && j->p.lease)
-			lease_fence(j->p.lease, "another writer stored an index log in its place");
+		if (rc == -ESTALE) {
+			/* The fsync that waits on this barrier sees EIO. */
+			if (j->p.lease)
+				lease_fence(j->p.lease,
+					    "another writer stored an index log in its place");
+			rc = -EIO;
+		}
 		if (rc < 0)
 			return rc;
 		pthread_mutex_lock(&j->m);
@@ -476,6 +499,7 @@ static int barrier(struct jnl *j)
 	size_t ilen = 0;
 	uint64_t ckseq = 0;
 
+	uint64_t t_start = util_now_ns();
 	pthread_mutex_lock(j->fs_lock);
 	int rc = data_flush_all(j->d, &mark);
 	if (rc == 0) {
@@ -503,41 +527,99 @@ static int barrier(struct jnl *j)
 			pthread_mutex_unlock(&j->m);
 		}
 	}
-	if (rc == 0 && j->seq >= j->ckpt + j->p.checkpoint_interval) {
+	pthread_mutex_lock(&j->m);
+	int ck_due = !j->ck_busy && j->seq >= j->ckpt + j->p.checkpoint_interval;
+	pthread_mutex_unlock(&j->m);
+	if (rc == 0 && ck_due) {
 		ckseq = j->seq;
 		rc = idx_serialize(j->ix, &image, &ilen);
 	}
+	uint64_t t_packed = util_now_ns();
 	if (rc == 0)
 		rc = data_wait_stored(j->d, mark);
 	pthread_mutex_unlock(j->fs_lock);
 	if (rc < 0)
 		return rc;
+	uint64_t t_data = util_now_ns();
 
 	/* Fencing: before index objects are written, check that no other mount
 	 * has taken the writer lease from us (journal/lease.h). */
 	pthread_mutex_lock(&j->m);
 	int writes = j->pending != NULL || image != NULL;
 	pthread_mutex_unlock(&j->m);
-	if (j->p.lease && writes) {
+	uint64_t now = util_now_ns();
+	if (j->p.lease && writes && now - j->lease_checked_ns >= LEASE_RECHECK_NS) {
 		rc = lease_check(j->p.lease);
 		if (rc < 0)
 			return rc;
+		j->lease_checked_ns = now;
 	}
+	uint64_t t_lease = util_now_ns();
 	rc = store_pending(j);
 	if (rc < 0)
 		return rc;
 	CRASHPT("barrier.after_log");
+	uint64_t t_log = util_now_ns();
+	log_debug("barrier: pack %" PRIu64 " us, data %" PRIu64 " us, lease %" PRIu64
+		  " us, log %" PRIu64 " us%s", (t_packed - t_start) / 1000,
+		  (t_data - t_packed) / 1000, (t_lease - t_data) / 1000, (t_log - t_lease) / 1000,
+		  image ? ", checkpoint handed over" : "");
 	if (image) {
-		rc = meta_put(j->st, &j->key, 'C', ckseq, image, ilen);
-		if (rc == -ESTALE && j->p.lease)
-			lease_fence(j->p.lease, "another writer stored a checkpoint in its place");
-		if (rc < 0)
-			return rc;
-		j->ckpt = ckseq;
-		CRASHPT("ckpt.after_put");
-		prune(j, ckseq);
+		/* The logs up to ckseq are stored: the checkpoint only makes
+		 * recovery shorter, so the barrier does not wait for it. */
+		pthread_mutex_lock(&j->m);
+		j->ck_image = image;
+		j->ck_len = ilen;
+		j->ck_seq = ckseq;
+		j->ck_busy = 1;
+		image = NULL;
+		pthread_cond_broadcast(&j->ck_cond);
+		pthread_mutex_unlock(&j->m);
 	}
 	return 0;
+}
+
+/* Store checkpoint seq, then delete what it replaces.  A failure is logged
+ * and leaves the logs in place; a later barrier makes a new image. */
+static void store_checkpoint(struct jnl *j, uint64_t seq, const void *image, size_t len)
+{
+	int rc = meta_put(j->st, &j->key, 'C', seq, image, len);
+	if (rc == -ESTALE && j->p.lease)
+		lease_fence(j->p.lease, "another writer stored a checkpoint in its place");
+	if (rc < 0) {
+		log_warn("index checkpoint %016" PRIx64 " could not be stored (%s); the logs "
+			 "stay until a later one is", seq, strerror(-rc));
+		return;
+	}
+	pthread_mutex_lock(&j->m);
+	j->ckpt = seq;
+	pthread_mutex_unlock(&j->m);
+	CRASHPT("ckpt.after_put");
+	prune(j, seq);
+}
+
+static void *ckpt_main(void *arg)
+{
+	struct jnl *j = arg;
+	pthread_mutex_lock(&j->m);
+	for (;;) {
+		while (!j->ck_image && !j->stop)
+			pthread_cond_wait(&j->ck_cond, &j->m);
+		if (!j->ck_image)
+			break; /* stopping, and nothing handed over */
+		void *image = j->ck_image;
+		size_t len = j->ck_len;
+		uint64_t seq = j->ck_seq;
+		j->ck_image = NULL;
+		pthread_mutex_unlock(&j->m);
+		store_checkpoint(j, seq, image, len);
+		free(image);
+		pthread_mutex_lock(&j->m);
+		j->ck_busy = 0;
+		pthread_cond_broadcast(&j->ck_cond);
+	}
+	pthread_mutex_unlock(&j->m);
+	return NULL;
 }
 
 /* A read-only mount stores nothing: what a replica applied from the
@@ -637,12 +719,24 @@ struct jnl *jnl_new(struct store *st, const struct seal_key *key, struct idx *ix
 	pthread_mutex_init(&j->m, NULL);
 	pthread_cond_init(&j->cond, NULL);
 	pthread_cond_init(&j->timer_cond, NULL);
+	pthread_cond_init(&j->ck_cond, NULL);
+	if (!p->read_only) {
+		int err = pthread_create(&j->ck_thread, NULL, ckpt_main, j);
+		if (err) {
+			errno = err;
+			log_error("cannot start the checkpoint thread: %m");
+			jnl_free(j);
+			errno = err;
+			return NULL;
+		}
+		j->ck_running = 1;
+	}
 	if (p->barrier_interval_ms) {
 		int err = pthread_create(&j->timer, NULL, timer_main, j);
 		if (err) {
 			errno = err;
 			log_error("cannot start the barrier thread: %m");
-			free(j);
+			jnl_free(j);
 			errno = err;
 			return NULL;
 		}
@@ -658,9 +752,12 @@ void jnl_free(struct jnl *j)
 	pthread_mutex_lock(&j->m);
 	j->stop = 1;
 	pthread_cond_broadcast(&j->timer_cond);
+	pthread_cond_broadcast(&j->ck_cond);
 	pthread_mutex_unlock(&j->m);
 	if (j->timer_running)
 		pthread_join(j->timer, NULL);
+	if (j->ck_running)
+		pthread_join(j->ck_thread, NULL); /* stores a checkpoint handed over */
 	for (struct pending_log *pl = j->pending, *n; pl; pl = n) {
 		n = pl->next;
 		log_error("index log %016" PRIx64 " was never stored: its changes are lost",
@@ -669,6 +766,8 @@ void jnl_free(struct jnl *j)
 		free(pl);
 	}
 	free(j->snap_image);
+	free(j->ck_image);
+	pthread_cond_destroy(&j->ck_cond);
 	pthread_cond_destroy(&j->cond);
 	pthread_cond_destroy(&j->timer_cond);
 	pthread_mutex_destroy(&j->m);

@@ -14,9 +14,12 @@
  *   3. store the changesets not yet stored, in sequence order, each with a
  *      conditional put (if absent): a sequence number already taken by other
  *      bytes means another writer took over, and this mount is fenced;
- *   4. store the checkpoint, then delete the logs and checkpoints it
- *      replaces;
- *   5. only then return 0.
+ *   4. return 0; a checkpoint image taken in step 1 goes to the
+ *      checkpoint thread, which stores it and then deletes the logs and
+ *      checkpoints it replaces (one image at a time, never waited for:
+ *      the logs it replaces are already stored).
+ * The lease is read before step 3 when the last check is over a second
+ * old; what keeps a fenced writer out is step 3's conditional put.
  * Barriers run one at a time; callers that arrive while one runs wait for
  * the next one, which covers all of them (group commit).  A failed barrier
  * keeps its changeset queued: the next barrier stores it first, so the log
