@@ -40,6 +40,7 @@ struct seg {
 	struct trailer_ent *ents;
 	uint32_t nents, entcap;
 	int uploading;
+	int keep; /* adopted by a read-only mount: in memory only, never uploaded */
 	int failures;
 	uint64_t fail_since_ns; /* first failure of the current run, 0 if none */
 	uint64_t retry_at_ns;   /* no new attempt before this */
@@ -162,9 +163,14 @@ static int tls_buffers(void)
 	return tls_frame && tls_run && tls_block && tls_rmw ? 0 : -ENOMEM;
 }
 
-static void seg_key(char *out, size_t n, uint64_t id)
+void data_seg_key(char *out, size_t n, uint64_t id)
 {
 	snprintf(out, n, "segments/%016" PRIx64, id);
+}
+
+static void seg_key(char *out, size_t n, uint64_t id)
+{
+	data_seg_key(out, n, id);
 }
 
 /* ---- dirty buffers ---- */
@@ -256,6 +262,7 @@ static struct seg *seg_alloc(struct data *d)
 	s->nents = 0;
 	s->sealno = 0;
 	s->uploading = 0;
+	s->keep = 0;
 	s->failures = 0;
 	s->fail_since_ns = 0;
 	s->retry_at_ns = 0;
@@ -287,6 +294,8 @@ static int seg_open(struct data *d)
 	d->open = s;
 	return 0;
 }
+
+static void seg_unlink_sealed(struct data *d, struct seg *s);
 
 static struct seg *seg_in_memory(struct data *d, uint64_t id)
 {
@@ -984,10 +993,85 @@ int data_wait_stored(struct data *d, uint64_t mark)
 	}
 }
 
+uint64_t data_sealno(struct data *d)
+{
+	return d->sealno;
+}
+
+size_t data_unstored(struct data *d, uint64_t mark, size_t max,
+		     int (*cb)(void *arg, uint64_t id, const void *obj, size_t len), void *arg)
+{
+	size_t n = 0, total = 0;
+	for (struct seg *s = d->sealed_head; s && s->sealno <= mark; s = s->next) {
+		if (s->keep)
+			continue;
+		n++;
+		total += s->len;
+	}
+	if (n == 0 || total > max || !cb)
+		return n == 0 ? 0 : total > max ? SIZE_MAX : n;
+	for (struct seg *s = d->sealed_head; s && s->sealno <= mark; s = s->next)
+		if (!s->keep && cb(arg, s->id, s->buf, s->len) < 0)
+			return SIZE_MAX;
+	return n;
+}
+
+int data_adopt(struct data *d, uint64_t id, const void *obj, size_t len, int upload)
+{
+	if (seg_in_memory(d, id))
+		return 0;
+	struct seg *s = seg_alloc(d);
+	if (!s)
+		return -ENOMEM;
+	if (len > s->cap) {
+		uint8_t *nb = realloc(s->buf, len);
+		if (!nb) {
+			seg_recycle(d, s);
+			return -ENOMEM;
+		}
+		s->buf = nb;
+		s->cap = len;
+	}
+	memcpy(s->buf, obj, len);
+	s->len = len;
+	s->id = id;
+	s->keep = !upload;
+	s->sealno = ++d->sealno;
+	if (d->sealed_tail)
+		d->sealed_tail->next = s;
+	else
+		d->sealed_head = s;
+	d->sealed_tail = s;
+	if (upload) {
+		d->pending_bytes += s->len;
+		pthread_cond_signal(&d->work);
+	}
+	return 0;
+}
+
+size_t data_kept(struct data *d, uint64_t *ids, size_t max)
+{
+	size_t n = 0;
+	for (struct seg *s = d->sealed_head; s && n < max; s = s->next)
+		if (s->keep)
+			ids[n++] = s->id;
+	return n;
+}
+
+void data_release_kept(struct data *d, uint64_t id)
+{
+	for (struct seg *s = d->sealed_head; s; s = s->next)
+		if (s->keep && s->id == id) {
+			seg_unlink_sealed(d, s);
+			seg_recycle(d, s);
+			return;
+		}
+}
+
 static struct seg *next_to_upload(struct data *d)
 {
 	for (struct seg *s = d->sealed_head; s; s = s->next)
-		if (!s->uploading && util_now_ns() >= s->retry_at_ns)
+		if (!s->uploading && !s->keep && util_now_ns() >= s->retry_at_ns)
 			return s;
 	return NULL;
 }

@@ -115,6 +115,32 @@ int data_flush_all(struct data *d, uint64_t *mark);
  * the store kept failing for store_wait_ms. */
 int data_wait_stored(struct data *d, uint64_t mark);
 
+/* The newest seal number: data_wait_stored(d, data_sealno(d)) waits for
+ * everything sealed so far. */
+uint64_t data_sealno(struct data *d);
+/* The sealed segments not yet stored, up to mark (a barrier's log may carry
+ * them; journal.h).  When there are some and their objects together take at
+ * most max bytes, calls cb (if not NULL) with each one's id and complete
+ * object bytes, oldest first, and returns how many; returns 0 when there
+ * are none, SIZE_MAX when they take more than max (or cb failed).  Caller
+ * holds the fs lock, which keeps the bytes valid during cb. */
+size_t data_unstored(struct data *d, uint64_t mark, size_t max,
+		     int (*cb)(void *arg, uint64_t id, const void *obj, size_t len), void *arg);
+/* Take the complete object of segment id (carried by an index log, missing
+ * from the store) into memory as a sealed segment: reads find it there;
+ * upload 1 queues it for upload like a new one (data_wait_stored covers
+ * it), 0 keeps it in memory only (a read-only mount).  Caller holds the fs
+ * lock. */
+int data_adopt(struct data *d, uint64_t id, const void *obj, size_t len, int upload);
+
+/* The ids of the segments adopted in memory only (up to max), and letting
+ * one go once the store has it or the index no longer names it.  Caller
+ * holds the fs lock. */
+size_t data_kept(struct data *d, uint64_t *ids, size_t max);
+void data_release_kept(struct data *d, uint64_t id);
+/* The object name of segment id. */
+void data_seg_key(char *out, size_t n, uint64_t id);
+
 struct data_stats {
 	uint64_t dirty_bytes;
 	uint64_t pending_bytes; /* sealed, not yet stored */

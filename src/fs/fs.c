@@ -1192,6 +1192,8 @@ static int open_key(struct fs *fs, const struct cfg *cfg, const char *password,
 
 struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missing)
 {
+	struct jnl_carried *missing = NULL; /* before any goto fail */
+	size_t nmissing = 0;
 	crashpt_init();
 	int rc = seal_init();
 	if (rc < 0) {
@@ -1242,7 +1244,7 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		}
 		if (fs->replica)
 			rc = jnl_recover(fs->st, &fs->key, fs->db_path, fs->fsid_hex, &fs->ix, &seq,
-					 &ckpt);
+					 &ckpt, &missing, &nmissing);
 		else
 			rc = jnl_load_snapshot(fs->st, &fs->key, cfg->snapshot, fs->db_path, &fs->ix,
 					       &seq);
@@ -1269,7 +1271,8 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 			rc = -ENOMEM;
 			goto fail;
 		}
-		rc = jnl_recover(fs->st, &fs->key, fs->db_path, fs->fsid_hex, &fs->ix, &seq, &ckpt);
+		rc = jnl_recover(fs->st, &fs->key, fs->db_path, fs->fsid_hex, &fs->ix, &seq, &ckpt,
+				 &missing, &nmissing);
 		if (rc < 0)
 			goto fail;
 	}
@@ -1300,6 +1303,23 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 	if (!fs->d) {
 		rc = -errno;
 		goto fail;
+	}
+	/* Segments that replayed logs carry and the store lacks: a writer
+	 * stores them before it serves anything; a read-only mount keeps them
+	 * in memory. */
+	if (nmissing) {
+		pthread_mutex_lock(&fs->lock);
+		for (size_t i = 0; rc == 0 && i < nmissing; i++)
+			rc = data_adopt(fs->d, missing[i].id, missing[i].obj, missing[i].len,
+					!fs->read_only);
+		if (rc == 0 && !fs->read_only)
+			rc = data_wait_stored(fs->d, data_sealno(fs->d));
+		pthread_mutex_unlock(&fs->lock);
+		jnl_carried_free(missing, nmissing);
+		missing = NULL;
+		nmissing = 0;
+		if (rc < 0)
+			goto fail;
 	}
 	struct jnl_params jp = {
 		.checkpoint_interval = (uint64_t)cfg->checkpoint_interval,
@@ -1339,6 +1359,7 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 		 fs->fsid_hex, fs->st->url, dp.epoch, seq + 1);
 	return fs;
 fail:
+	jnl_carried_free(missing, nmissing);
 	fs_free(fs);
 	errno = -rc;
 	return NULL;
@@ -1363,7 +1384,7 @@ int fs_close(struct fs *fs)
 		fs_free(fs);
 		return 0;
 	}
-	int rc = jnl_sync(fs->j);
+	int rc = jnl_sync_stored(fs->j);
 	if (rc == 0) {
 		pthread_mutex_lock(&fs->lock);
 		rc = jnl_mark_clean(fs->j, 1);

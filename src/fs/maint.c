@@ -603,7 +603,7 @@ int fs_fsck(struct fs *fs, int repair, FILE *out, fs_progress_fn progress, void 
 	struct usage_list use = {0};
 	uint64_t problems = 0, fixed = 0;
 	pthread_mutex_lock(&fs->gc_mutex); /* no garbage collection meanwhile */
-	int rc = jnl_sync(fs->j);      /* nothing of this mount in memory */
+	int rc = jnl_sync_stored(fs->j); /* nothing of this mount in memory */
 	if (rc == 0)
 		rc = list_objects(fs, &objs);
 	if (rc == 0) {
@@ -735,7 +735,7 @@ int fs_scrub(struct fs *fs, FILE *out, fs_progress_fn progress, void *arg)
 	CLEANUP_FREE uint8_t *plain = malloc(DATA_BLOCK_SIZE);
 	if (!plain)
 		return -ENOMEM;
-	int rc = jnl_sync(fs->j);
+	int rc = jnl_sync_stored(fs->j);
 	if (rc == 0) {
 		int m = jnl_scrub(fs->j, out);
 		if (m < 0)

@@ -45,6 +45,7 @@ struct jnl {
 	int fence_marked;
 	uint64_t stored;                /* newest log stored */
 	int snap_want;                  /* the next barrier captures an image */
+	int want_stored;                /* barriers wait for all data (jnl_sync_stored) */
 	void *snap_image;               /* ... here, as of barrier snap_seq */
 	size_t snap_len;
 	uint64_t snap_seq;
@@ -59,6 +60,7 @@ struct jnl {
 	void *ck_image;
 	size_t ck_len;
 	uint64_t ck_seq;
+	uint64_t ck_mark; /* data seal mark of barrier ck_seq */
 	int ck_busy;
 	pthread_t ck_thread;
 	int ck_running;
@@ -74,6 +76,111 @@ struct jnl {
  * The check makes a writer that was taken over stop at its next barrier
  * instead of when it next collides, at one GET a second under load. */
 #define LEASE_RECHECK_NS (1000 * 1000000ULL)
+
+/* A log that carries segments: its plaintext is
+ *   "ZLG2" | u32 count | count x (u64 segment id | u32 length | object) |
+ *   changeset
+ * (a plain changeset starts with 'T' or 'P', never 'Z').  A barrier whose
+ * unstored segments take at most LOG_CARRY_MAX bytes puts them in its log
+ * instead of waiting for their upload, so the barrier is one PUT (the
+ * segments' own uploads go on beside it).  Recovery stores a carried
+ * segment again when the index still names it and the store lacks it. */
+#define LOG_MAGIC "ZLG2"
+#define LOG_CARRY_MAX (1024 * 1024)
+
+struct carry_buf {
+	uint8_t *p;
+	size_t len, cap;
+	uint32_t n;
+};
+
+static int carry_reserve(struct carry_buf *c, size_t more)
+{
+	if (c->len + more <= c->cap)
+		return 0;
+	size_t cap = MAX(c->cap * 2, c->len + more);
+	uint8_t *np = realloc(c->p, cap);
+	if (!np)
+		return -ENOMEM;
+	c->p = np;
+	c->cap = cap;
+	return 0;
+}
+
+static int carry_one(void *arg, uint64_t id, const void *obj, size_t len)
+{
+	struct carry_buf *c = arg;
+	if (len > UINT32_MAX || carry_reserve(c, 12 + len) < 0)
+		return -ENOMEM;
+	put_le64(c->p + c->len, id);
+	put_le32(c->p + c->len + 8, (uint32_t)len);
+	memcpy(c->p + c->len + 12, obj, len);
+	c->len += 12 + len;
+	c->n++;
+	return 0;
+}
+
+/* Prefix changeset *cs with the segments up to mark that are not stored,
+ * when they fit in LOG_CARRY_MAX: *carried = 1 then, and *cs is the new
+ * payload (the old one freed).  Caller holds the fs lock. */
+static int carry_segments(struct jnl *j, uint64_t mark, void **cs, size_t *len, int *carried)
+{
+	struct carry_buf c = {0};
+	*carried = 0;
+	if (carry_reserve(&c, 8 + *len + 64 * 1024) < 0)
+		return -ENOMEM;
+	memcpy(c.p, LOG_MAGIC, 4);
+	c.len = 8;
+	size_t n = data_unstored(j->d, mark, LOG_CARRY_MAX, carry_one, &c);
+	if (n == 0 || n == SIZE_MAX || c.n != n) {
+		free(c.p);
+		return 0; /* nothing to carry, or too much: the barrier waits */
+	}
+	put_le32(c.p + 4, c.n);
+	if (carry_reserve(&c, *len) < 0) {
+		free(c.p);
+		return -ENOMEM;
+	}
+	memcpy(c.p + c.len, *cs, *len);
+	c.len += *len;
+	free(*cs);
+	*cs = c.p;
+	*len = c.len;
+	*carried = 1;
+	return 0;
+}
+
+/* Split a log's plaintext into its changeset and the segments it carries
+ * (cb, if not NULL, gets each).  -EUCLEAN when the layout is broken. */
+static int log_parse(const uint8_t *p, size_t len, const uint8_t **cs, size_t *cslen,
+		     int (*cb)(void *arg, uint64_t id, const uint8_t *obj, size_t len),
+		     void *arg)
+{
+	if (len < 8 || memcmp(p, LOG_MAGIC, 4) != 0) {
+		*cs = p;
+		*cslen = len;
+		return 0;
+	}
+	uint32_t n = get_le32(p + 4);
+	size_t off = 8;
+	for (uint32_t i = 0; i < n; i++) {
+		if (len - off < 12)
+			return -EUCLEAN;
+		uint64_t id = get_le64(p + off);
+		uint32_t olen = get_le32(p + off + 8);
+		if (len - off - 12 < olen)
+			return -EUCLEAN;
+		if (cb) {
+			int rc = cb(arg, id, p + off + 12, olen);
+			if (rc < 0)
+				return rc;
+		}
+		off += 12 + (size_t)olen;
+	}
+	*cs = p + off;
+	*cslen = len - off;
+	return 0;
+}
 
 static void meta_key(char *out, size_t n, char kind, uint64_t seq)
 {
@@ -269,10 +376,129 @@ static struct idx *try_local(const char *db_path, const char *fsid_hex, uint64_t
 	return NULL;
 }
 
+void jnl_carried_free(struct jnl_carried *c, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(c[i].obj);
+	free(c);
+}
+
+/* The segments carried by the replayed logs: id and the newest log that
+ * carries it. */
+struct carried_set {
+	struct carried_ref {
+		uint64_t id, seq;
+	} *v;
+	size_t n, cap;
+	uint64_t seq; /* the log being parsed */
+};
+
+static int note_carried(void *arg, uint64_t id, const uint8_t *obj, size_t len)
+{
+	struct carried_set *cs = arg;
+	(void)obj;
+	(void)len;
+	for (size_t i = 0; i < cs->n; i++)
+		if (cs->v[i].id == id) {
+			cs->v[i].seq = cs->seq;
+			return 0;
+		}
+	if (cs->n == cs->cap) {
+		size_t cap = cs->cap ? cs->cap * 2 : 16;
+		struct carried_ref *nv = realloc(cs->v, cap * sizeof(*nv));
+		if (!nv)
+			return -ENOMEM;
+		cs->v = nv;
+		cs->cap = cap;
+	}
+	cs->v[cs->n].id = id;
+	cs->v[cs->n].seq = cs->seq;
+	cs->n++;
+	return 0;
+}
+
+struct carried_pick {
+	uint64_t id;
+	struct jnl_carried *out;
+};
+
+static int pick_carried(void *arg, uint64_t id, const uint8_t *obj, size_t len)
+{
+	struct carried_pick *p = arg;
+	if (id != p->id || p->out->obj)
+		return 0;
+	p->out->obj = malloc(len ? len : 1);
+	if (!p->out->obj)
+		return -ENOMEM;
+	memcpy(p->out->obj, obj, len);
+	p->out->id = id;
+	p->out->len = len;
+	return 0;
+}
+
+/* Of the carried segments, those the index names and the store lacks, with
+ * their bytes read again from the log that carries them. */
+static int find_missing(struct store *st, const struct seal_key *key, struct idx *ix,
+			const struct carried_set *cs, struct jnl_carried **out, size_t *nout)
+{
+	struct jnl_carried *v = NULL;
+	size_t n = 0, slots = 0;
+	int rc = 0;
+	for (size_t i = 0; rc == 0 && i < cs->n; i++) {
+		uint64_t size, live;
+		if (idx_segment_get(ix, cs->v[i].id, &size, &live) == -ENOENT)
+			continue; /* dropped since: nothing needs it */
+		char name[64];
+		data_seg_key(name, sizeof(name), cs->v[i].id);
+		uint64_t have;
+		rc = store_stat(st, name, &have);
+		if (rc == 0)
+			continue;
+		if (rc != -ENOENT) {
+			log_error("could not check %s: %s", name, strerror(-rc));
+			break;
+		}
+		struct jnl_carried *nv = realloc(v, (n + 1) * sizeof(*nv));
+		if (!nv) {
+			rc = -ENOMEM;
+			break;
+		}
+		v = nv;
+		memset(&v[n], 0, sizeof(v[n]));
+		slots = n + 1;
+		CLEANUP_FREE void *plain = NULL;
+		size_t plen;
+		const uint8_t *c;
+		size_t clen;
+		rc = meta_get(st, key, 'L', cs->v[i].seq, &plain, &plen);
+		struct carried_pick pk = {.id = cs->v[i].id, .out = &v[n]};
+		if (rc == 0)
+			rc = log_parse(plain, plen, &c, &clen, pick_carried, &pk);
+		if (rc == 0 && !v[n].obj)
+			rc = -EUCLEAN;
+		if (rc < 0)
+			break;
+		n++;
+		log_warn("%s is not in the store; the index log %016" PRIx64
+			 " carries it: it is stored again", name, cs->v[i].seq);
+	}
+	if (rc < 0) {
+		jnl_carried_free(v, slots);
+		return rc;
+	}
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
 int jnl_recover(struct store *st, const struct seal_key *key, const char *db_path,
-		const char *fsid_hex, struct idx **ixp, uint64_t *seqp, uint64_t *ckptp)
+		const char *fsid_hex, struct idx **ixp, uint64_t *seqp, uint64_t *ckptp,
+		struct jnl_carried **missing, size_t *nmissing)
 {
 	struct seqlist ck = {0}, lg = {0};
+	struct carried_set carried = {0};
+	*missing = NULL;
+	*nmissing = 0;
 	int rc = list_seqs(st, "meta/ckpt/", &ck);
 	if (rc == 0)
 		rc = list_seqs(st, "meta/log/", &lg);
@@ -310,10 +536,15 @@ int jnl_recover(struct store *st, const struct seal_key *key, const char *db_pat
 			goto out;
 		}
 		for (size_t i = first; i < last; i++) {
-			CLEANUP_FREE void *cs = NULL;
-			rc = meta_get(st, key, 'L', lg.v[i], &cs, &len);
+			CLEANUP_FREE void *plain = NULL;
+			const uint8_t *cs;
+			size_t cslen;
+			carried.seq = lg.v[i];
+			rc = meta_get(st, key, 'L', lg.v[i], &plain, &len);
 			if (rc == 0)
-				rc = idx_changeset_apply(ix, cs, len);
+				rc = log_parse(plain, len, &cs, &cslen, note_carried, &carried);
+			if (rc == 0)
+				rc = idx_changeset_apply(ix, cs, cslen);
 			if (rc < 0) {
 				log_error("index log %016" PRIx64 " cannot be applied", lg.v[i]);
 				idx_close(ix);
@@ -327,6 +558,11 @@ int jnl_recover(struct store *st, const struct seal_key *key, const char *db_pat
 		}
 		log_info("index rebuilt from checkpoint %016" PRIx64 " and %zu log objects", ckpt,
 			 last - first);
+		rc = find_missing(st, key, ix, &carried, missing, nmissing);
+		if (rc < 0) {
+			idx_close(ix);
+			goto out;
+		}
 	}
 	*ixp = ix;
 	*seqp = seq;
@@ -335,6 +571,7 @@ int jnl_recover(struct store *st, const struct seal_key *key, const char *db_pat
 out:
 	free(ck.v);
 	free(lg.v);
+	free(carried.v);
 	return rc;
 }
 
@@ -502,12 +739,23 @@ static int barrier(struct jnl *j)
 	uint64_t t_start = util_now_ns();
 	pthread_mutex_lock(j->fs_lock);
 	int rc = data_flush_all(j->d, &mark);
+	int carried = 0;
 	if (rc == 0) {
 		void *cs = NULL;
 		size_t len = 0;
 		rc = idx_changeset_take(j->ix, &cs, &len);
+		/* Carry only when this log is the next to store (an older one
+		 * waiting would need the segments first) and nobody asked for
+		 * the data to be stored. */
+		pthread_mutex_lock(&j->m);
+		int may_carry = !j->pending && !j->snap_want && !j->want_stored;
+		pthread_mutex_unlock(&j->m);
+		if (rc == 0 && len > 0 && may_carry)
+			rc = carry_segments(j, mark, &cs, &len, &carried);
 		if (rc == 0 && len > 0)
 			rc = queue_log(j, cs, len);
+		else
+			free(cs);
 	}
 	if (rc == 0) {
 		pthread_mutex_lock(&j->m);
@@ -535,7 +783,7 @@ static int barrier(struct jnl *j)
 		rc = idx_serialize(j->ix, &image, &ilen);
 	}
 	uint64_t t_packed = util_now_ns();
-	if (rc == 0)
+	if (rc == 0 && !carried)
 		rc = data_wait_stored(j->d, mark);
 	pthread_mutex_unlock(j->fs_lock);
 	if (rc < 0)
@@ -561,9 +809,9 @@ static int barrier(struct jnl *j)
 	CRASHPT("barrier.after_log");
 	uint64_t t_log = util_now_ns();
 	log_debug("barrier: pack %" PRIu64 " us, data %" PRIu64 " us, lease %" PRIu64
-		  " us, log %" PRIu64 " us%s", (t_packed - t_start) / 1000,
+		  " us, log %" PRIu64 " us%s%s", (t_packed - t_start) / 1000,
 		  (t_data - t_packed) / 1000, (t_lease - t_data) / 1000, (t_log - t_lease) / 1000,
-		  image ? ", checkpoint handed over" : "");
+		  carried ? ", segments carried" : "", image ? ", checkpoint handed over" : "");
 	if (image) {
 		/* The logs up to ckseq are stored: the checkpoint only makes
 		 * recovery shorter, so the barrier does not wait for it. */
@@ -571,6 +819,7 @@ static int barrier(struct jnl *j)
 		j->ck_image = image;
 		j->ck_len = ilen;
 		j->ck_seq = ckseq;
+		j->ck_mark = mark;
 		j->ck_busy = 1;
 		image = NULL;
 		pthread_cond_broadcast(&j->ck_cond);
@@ -581,9 +830,20 @@ static int barrier(struct jnl *j)
 
 /* Store checkpoint seq, then delete what it replaces.  A failure is logged
  * and leaves the logs in place; a later barrier makes a new image. */
-static void store_checkpoint(struct jnl *j, uint64_t seq, const void *image, size_t len)
+static void store_checkpoint(struct jnl *j, uint64_t seq, uint64_t mark, const void *image,
+			     size_t len)
 {
-	int rc = meta_put(j->st, &j->key, 'C', seq, image, len);
+	/* The logs it replaces may carry segments: those must be stored
+	 * before the logs can go. */
+	pthread_mutex_lock(j->fs_lock);
+	int rc = data_wait_stored(j->d, mark);
+	pthread_mutex_unlock(j->fs_lock);
+	if (rc < 0) {
+		log_warn("index checkpoint %016" PRIx64 " not stored: its data is not stored yet",
+			 seq);
+		return;
+	}
+	rc = meta_put(j->st, &j->key, 'C', seq, image, len);
 	if (rc == -ESTALE && j->p.lease)
 		lease_fence(j->p.lease, "another writer stored a checkpoint in its place");
 	if (rc < 0) {
@@ -609,10 +869,10 @@ static void *ckpt_main(void *arg)
 			break; /* stopping, and nothing handed over */
 		void *image = j->ck_image;
 		size_t len = j->ck_len;
-		uint64_t seq = j->ck_seq;
+		uint64_t seq = j->ck_seq, mark = j->ck_mark;
 		j->ck_image = NULL;
 		pthread_mutex_unlock(&j->m);
-		store_checkpoint(j, seq, image, len);
+		store_checkpoint(j, seq, mark, image, len);
 		free(image);
 		pthread_mutex_lock(&j->m);
 		j->ck_busy = 0;
@@ -673,6 +933,23 @@ int jnl_sync(struct jnl *j)
 	 * newest one failed, and its error is the answer. */
 	int rc = j->ok >= want ? 0 : j->last_rc;
 	pthread_mutex_unlock(&j->m);
+	return rc;
+}
+
+int jnl_sync_stored(struct jnl *j)
+{
+	pthread_mutex_lock(&j->m);
+	j->want_stored++;
+	pthread_mutex_unlock(&j->m);
+	int rc = jnl_sync(j);
+	pthread_mutex_lock(&j->m);
+	j->want_stored--;
+	pthread_mutex_unlock(&j->m);
+	if (rc == 0 && !j->p.read_only) {
+		pthread_mutex_lock(j->fs_lock);
+		rc = data_wait_stored(j->d, data_sealno(j->d));
+		pthread_mutex_unlock(j->fs_lock);
+	}
 	return rc;
 }
 
@@ -993,8 +1270,46 @@ int jnl_load_snapshot(struct store *st, const struct seal_key *key, const char *
 
 /* ---- read-only replicas ---- */
 
+/* A replica applying a log that carries a segment the store does not have
+ * yet (its upload is on its way) keeps the segment in memory meanwhile. */
+static int follow_carried(void *arg, uint64_t id, const uint8_t *obj, size_t len)
+{
+	struct jnl *j = arg;
+	char name[64];
+	uint64_t have;
+	data_seg_key(name, sizeof(name), id);
+	int rc = store_stat(j->st, name, &have);
+	if (rc != -ENOENT)
+		return rc;
+	pthread_mutex_lock(j->fs_lock);
+	rc = data_adopt(j->d, id, obj, len, 0);
+	pthread_mutex_unlock(j->fs_lock);
+	return rc;
+}
+
+/* Let go of the segments kept in memory that the store has now, or that
+ * the index no longer names. */
+static void release_kept(struct jnl *j)
+{
+	uint64_t ids[64];
+	pthread_mutex_lock(j->fs_lock);
+	size_t n = data_kept(j->d, ids, 64);
+	pthread_mutex_unlock(j->fs_lock);
+	for (size_t i = 0; i < n; i++) {
+		char name[64];
+		uint64_t have, size, live;
+		data_seg_key(name, sizeof(name), ids[i]);
+		int stored = store_stat(j->st, name, &have) == 0;
+		pthread_mutex_lock(j->fs_lock);
+		if (stored || idx_segment_get(j->ix, ids[i], &size, &live) == -ENOENT)
+			data_release_kept(j->d, ids[i]);
+		pthread_mutex_unlock(j->fs_lock);
+	}
+}
+
 int jnl_follow(struct jnl *j, uint64_t *applied)
 {
+	release_kept(j);
 	struct seqlist ck = {0}, lg = {0};
 	int rc = list_seqs(j->st, "meta/ckpt/", &ck);
 	if (rc == 0)
@@ -1006,17 +1321,22 @@ int jnl_follow(struct jnl *j, uint64_t *applied)
 		while (i < lg.n && lg.v[i] <= j->seq)
 			i++;
 		for (; rc == 0 && i < lg.n && lg.v[i] == j->seq + 1; i++) {
-			CLEANUP_FREE void *cs = NULL;
+			CLEANUP_FREE void *plain = NULL;
 			size_t len;
-			rc = meta_get(j->st, &j->key, 'L', lg.v[i], &cs, &len);
+			const uint8_t *cs;
+			size_t cslen;
+			rc = meta_get(j->st, &j->key, 'L', lg.v[i], &plain, &len);
 			if (rc == -EUCLEAN && ck.n && ck.v[ck.n - 1] > j->seq)
 				rc = 0; /* pruned under us: the checkpoint below has it */
 			if (rc < 0)
 				break;
-			if (!cs)
+			if (!plain)
+				break;
+			rc = log_parse(plain, len, &cs, &cslen, follow_carried, j);
+			if (rc < 0)
 				break;
 			pthread_mutex_lock(j->fs_lock);
-			rc = idx_changeset_apply(j->ix, cs, len);
+			rc = idx_changeset_apply(j->ix, cs, cslen);
 			if (rc == 0)
 				rc = idx_flush(j->ix);
 			if (rc == 0)

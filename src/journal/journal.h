@@ -10,7 +10,9 @@
  * A barrier (jnl_sync):
  *   1. under the fs lock: pack dirty blocks, seal the open segment, take the
  *      index changeset (and, every checkpoint_interval logs, an image);
- *   2. wait until every segment sealed so far is stored;
+ *   2. wait until every segment sealed so far is stored, or, when they are
+ *      small (and no older log waits), put them in the log instead: the log
+ *      carries them and the barrier is one PUT (journal.c, LOG_MAGIC);
  *   3. store the changesets not yet stored, in sequence order, each with a
  *      conditional put (if absent): a sequence number already taken by other
  *      bytes means another writer took over, and this mount is fenced;
@@ -47,6 +49,7 @@
 #include "store/store.h"
 
 struct jnl;
+struct jnl_carried;
 struct lease;
 
 struct jnl_params {
@@ -65,7 +68,19 @@ int jnl_format(struct store *st, const struct seal_key *key, struct idx *ix);
  * it was built from.  -EUCLEAN/-EIO with a logged message when the store's
  * index objects are missing or damaged. */
 int jnl_recover(struct store *st, const struct seal_key *key, const char *db_path,
-		const char *fsid_hex, struct idx **ix, uint64_t *seq, uint64_t *ckpt);
+		const char *fsid_hex, struct idx **ix, uint64_t *seq, uint64_t *ckpt,
+		struct jnl_carried **missing, size_t *nmissing);
+
+/* A segment that a replayed log carries, that the index still names and
+ * that the store does not have (the mount that wrote the log stopped before
+ * its upload ended): jnl_recover hands these back; the caller gives them to
+ * data_adopt.  obj is malloc'd. */
+struct jnl_carried {
+	uint64_t id;
+	void *obj;
+	size_t len;
+};
+void jnl_carried_free(struct jnl_carried *c, size_t n);
 
 struct jnl *jnl_new(struct store *st, const struct seal_key *key, struct idx *ix,
 		    struct data *d, pthread_mutex_t *fs_lock, const struct jnl_params *p,
@@ -77,6 +92,9 @@ void jnl_free(struct jnl *j);
  * when the store could not take it; nothing is lost then, and a later
  * barrier retries. */
 int jnl_sync(struct jnl *j);
+/* A barrier that also waits until every segment is stored (no log carries
+ * one): for unmount, so the store alone holds everything. */
+int jnl_sync_stored(struct jnl *j);
 
 /* Mark the local index as clean at the current sequence (after the last
  * barrier of an unmount), or as dirty (at mount).  Caller holds the fs lock. */

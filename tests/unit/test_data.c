@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
+
 #include "codec/codec.h"
 #include "common/util.h"
 #include "data/data.h"
@@ -212,6 +214,29 @@ Test(data, tamper_gives_eio, .init = setup, .fini = teardown)
 	data_free(d);
 }
 
+/* jnl_recover, keeping what it says is missing for adopt_missing. */
+static struct jnl_carried *missing;
+static size_t nmissing;
+
+static int recover(struct store *s, const char *db, const char *fsid, struct idx **out,
+		   uint64_t *seq, uint64_t *ckpt)
+{
+	jnl_carried_free(missing, nmissing);
+	missing = NULL;
+	nmissing = 0;
+	return jnl_recover(s, &key, db, fsid, out, seq, ckpt, &missing, &nmissing);
+}
+
+/* As a mount does: store again the carried segments the store lacks. */
+static void adopt_missing(struct data *d)
+{
+	pthread_mutex_lock(&lock);
+	for (size_t i = 0; i < nmissing; i++)
+		cr_assert_eq(data_adopt(d, missing[i].id, missing[i].obj, missing[i].len, 1), 0);
+	cr_assert_eq(data_wait_stored(d, data_sealno(d)), 0);
+	pthread_mutex_unlock(&lock);
+}
+
 static int count_rows(struct idx *x)
 {
 	struct idx_inode in;
@@ -233,7 +258,7 @@ Test(journal, barrier_then_recover, .init = setup, .fini = teardown)
 	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
 	struct idx *a;
 	uint64_t seq, ckpt;
-	cr_assert_eq(jnl_recover(st, &key, db, "fsid", &a, &seq, &ckpt), 0);
+	cr_assert_eq(recover(st, db, "fsid", &a, &seq, &ckpt), 0);
 	cr_assert_eq(seq, 0);
 	cr_assert_eq(count_rows(a), 1);
 
@@ -265,11 +290,12 @@ Test(journal, barrier_then_recover, .init = setup, .fini = teardown)
 	idx_close(a);
 
 	struct idx *b;
-	cr_assert_eq(jnl_recover(st, &key, db2, "fsid", &b, &seq, &ckpt), 0);
+	cr_assert_eq(recover(st, db2, "fsid", &b, &seq, &ckpt), 0);
 	cr_assert_eq(seq, 5);
 	cr_assert_geq(ckpt, 3, "a checkpoint was taken after 3 logs");
 	cr_assert_eq(count_rows(b), 6);
 	d = data_new(st, &key, b, &lock, &p);
+	adopt_missing(d);
 	uint8_t out[100000];
 	pthread_mutex_lock(&lock);
 	for (uint64_t ino = 2; ino < 7; ino++) {
@@ -349,7 +375,7 @@ Test(journal, failed_barrier_loses_nothing, .init = setup, .fini = teardown, .ti
 	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
 	struct idx *a;
 	uint64_t seq, ckpt;
-	cr_assert_eq(jnl_recover(fs_, &key, db, "fsid", &a, &seq, &ckpt), 0);
+	cr_assert_eq(recover(fs_, db, "fsid", &a, &seq, &ckpt), 0);
 	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
 				.dirty_limit = 1 << 20, .epoch = 1, .compress = 1,
 				.upload_threads = 2, .store_wait_ms = 300};
@@ -379,7 +405,7 @@ Test(journal, failed_barrier_loses_nothing, .init = setup, .fini = teardown, .ti
 	cr_assert_gt(fl.puts_failed, 0);
 	/* What the failed barrier did not store is not in the store yet. */
 	struct idx *tmp;
-	cr_assert_eq(jnl_recover(st, &key, db2, "other", &tmp, &seq, &ckpt), 0);
+	cr_assert_eq(recover(st, db2, "other", &tmp, &seq, &ckpt), 0);
 	struct idx_inode probe;
 	cr_assert_eq(idx_inode_get(tmp, inos[0], &probe), 0);
 	cr_assert_eq(idx_inode_get(tmp, inos[1], &probe), -ENOENT);
@@ -394,8 +420,9 @@ Test(journal, failed_barrier_loses_nothing, .init = setup, .fini = teardown, .ti
 
 	unlink(db2);
 	struct idx *b;
-	cr_assert_eq(jnl_recover(st, &key, db2, "other2", &b, &seq, &ckpt), 0);
+	cr_assert_eq(recover(st, db2, "other2", &b, &seq, &ckpt), 0);
 	d = data_new(st, &key, b, &lock, &p);
+	adopt_missing(d);
 	uint8_t out[200000];
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < 2; i++) {
@@ -406,4 +433,71 @@ Test(journal, failed_barrier_loses_nothing, .init = setup, .fini = teardown, .ti
 	pthread_mutex_unlock(&lock);
 	data_free(d);
 	idx_close(b);
+}
+
+/* A barrier with little data stores it inside its index log (one PUT); a
+ * crash before the segment's own upload loses nothing: recovery names the
+ * segment as missing, with its exact bytes, and storing them makes the
+ * data readable again. */
+Test(journal, log_carries_small_segments, .init = setup, .fini = teardown, .timeout = 60)
+{
+	struct idx_inode root = {.ino = 1, .mode = 040755, .nlink = 2};
+	cr_assert_eq(idx_inode_insert(ix, &root), 0);
+	cr_assert_eq(jnl_format(st, &key, ix), 0);
+	char db[512], db2[512], path[512];
+	snprintf(db, sizeof(db), "%s/a.db", tmpdir);
+	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
+	struct idx *a, *b;
+	uint64_t seq, ckpt;
+	cr_assert_eq(recover(st, db, "fsid", &a, &seq, &ckpt), 0);
+	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
+				.dirty_limit = 1 << 20, .epoch = 1, .compress = 1,
+				.upload_threads = 1, .store_wait_ms = 5000};
+	struct data *d = data_new(st, &key, a, &lock, &p);
+	struct jnl_params jp = {.checkpoint_interval = 1000, .barrier_interval_ms = 0};
+	struct jnl *j = jnl_new(st, &key, a, d, &lock, &jp, seq, ckpt);
+	uint8_t buf[3 * 65536];
+	randombytes_buf(buf, sizeof(buf)); /* 192 KiB: carried, not compressed */
+	pthread_mutex_lock(&lock);
+	struct idx_inode in = {.mode = 0100644, .nlink = 1, .size = sizeof(buf)};
+	cr_assert_eq(idx_inode_create(a, &in), 0);
+	cr_assert_eq(data_write(d, in.ino, 0, buf, sizeof(buf)), 0);
+	pthread_mutex_unlock(&lock);
+	cr_assert_eq(jnl_sync(j), 0);
+	/* Let the upload end, then lose the object, as if the upload had
+	 * never happened. */
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_wait_stored(d, data_sealno(d)), 0);
+	pthread_mutex_unlock(&lock);
+	struct idx_extent e;
+	cr_assert_eq(idx_extent_get(a, in.ino, 0, &e), 0);
+	snprintf(path, sizeof(path), "%s/store/segments/%016lx", tmpdir, (unsigned long)e.seg);
+	struct stat sb;
+	cr_assert_eq(stat(path, &sb), 0);
+	off_t size = sb.st_size;
+	cr_assert_eq(unlink(path), 0);
+	jnl_free(j);
+	data_free(d);
+	idx_close(a);
+
+	cr_assert_eq(recover(st, db2, "other", &b, &seq, &ckpt), 0);
+	cr_assert_eq(nmissing, 1, "the log carries the lost segment");
+	cr_assert_eq(missing[0].id, e.seg);
+	cr_assert_eq(missing[0].len, (size_t)size);
+	d = data_new(st, &key, b, &lock, &p);
+	adopt_missing(d);
+	cr_assert_eq(stat(path, &sb), 0, "the segment is stored again");
+	cr_assert_eq(sb.st_size, size);
+	data_free(d);
+	d = data_new(st, &key, b, &lock, &p); /* nothing in memory: from the store */
+	uint8_t out[sizeof(buf)];
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_read(d, in.ino, 0, sizeof(out), out), (ssize_t)sizeof(out));
+	pthread_mutex_unlock(&lock);
+	cr_assert_eq(memcmp(out, buf, sizeof(out)), 0);
+	data_free(d);
+	idx_close(b);
+	jnl_carried_free(missing, nmissing);
+	missing = NULL;
+	nmissing = 0;
 }
