@@ -3,7 +3,13 @@
  * COUNT objects of SIZE bytes by THREADS threads, each figure in MiB/s.
  * The objects are deleted afterwards.
  *
- *   s3bench -c CONFIG -s STORE_URL [-n COUNT] [-b SIZE] [-t THREADS]
+ *   s3bench -c CONFIG -s STORE_URL [-n COUNT] [-b SIZE] [-t THREADS] [-P PIDS]
+ *
+ * Each phase also prints its request latencies ("put-latency: p50 ... ms")
+ * and, with -P (comma-separated pids of the server's processes), the CPU
+ * time the server and this client spent per GiB moved ("put-cpu: ..."):
+ * on a machine that the server and a client share, that bounds what any
+ * client can reach.
  *
  * Exit status 0, or 1 when any request failed. */
 #include <errno.h>
@@ -28,6 +34,7 @@ struct job {
 	char *buf;
 	pthread_mutex_t lock;
 	int64_t next;
+	double *lat; /* seconds, one per request of the current phase */
 };
 
 static void *worker(void *arg)
@@ -49,6 +56,7 @@ static void *worker(void *arg)
 		if (i >= j->count)
 			break;
 		snprintf(key, sizeof(key), "s3bench/%08" PRId64, i);
+		uint64_t t0 = util_now_ns();
 		if (strcmp(j->op, "put") == 0) {
 			rc = store_put(j->st, key, mine, (size_t)j->size, 0);
 		} else if (strcmp(j->op, "get") == 0) {
@@ -57,6 +65,7 @@ static void *worker(void *arg)
 		} else {
 			rc = store_del(j->st, key);
 		}
+		j->lat[i] = (double)(util_now_ns() - t0) / 1e9;
 		if (rc < 0) {
 			fprintf(stderr, "s3bench: %s %s: %s\n", j->op, key, strerror(-rc));
 			pthread_mutex_lock(&j->lock);
@@ -66,6 +75,42 @@ static void *worker(void *arg)
 	}
 	free(mine);
 	return NULL;
+}
+
+/* CPU seconds (user + system) of process pid, or of this one (0). */
+static double cpu_of(long pid)
+{
+	char path[64], buf[1024];
+	unsigned long ut = 0, st = 0;
+	snprintf(path, sizeof(path), pid ? "/proc/%ld/stat" : "/proc/self/stat", pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')'); /* the name may hold spaces */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+			 &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static long server_pids[64];
+static int nserver;
+
+static double server_cpu(void)
+{
+	double t = 0;
+	for (int i = 0; i < nserver; i++)
+		t += cpu_of(server_pids[i]);
+	return t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
 }
 
 static double run(struct job *j, const char *op)
@@ -91,7 +136,7 @@ int main(int argc, char **argv)
 	double secs, mib;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:s:n:b:t:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:s:n:b:t:P:")) != -1) {
 		switch (opt) {
 		case 'c':
 			conf = optarg;
@@ -109,9 +154,14 @@ int main(int argc, char **argv)
 		case 't':
 			j.threads = atoi(optarg);
 			break;
+		case 'P':
+			for (char *tok = strtok(optarg, ","); tok && nserver < 64;
+			     tok = strtok(NULL, ","))
+				server_pids[nserver++] = atol(tok);
+			break;
 		default:
 			fprintf(stderr, "usage: s3bench -c CONFIG -s STORE_URL [-n COUNT] "
-					"[-b SIZE] [-t THREADS]\n");
+					"[-b SIZE] [-t THREADS] [-P PIDS]\n");
 			return 2;
 		}
 	}
@@ -133,13 +183,26 @@ int main(int argc, char **argv)
 		j.buf[i] = (char)(i * 2654435761u >> 13);
 	pthread_mutex_init(&j.lock, NULL);
 	mib = (double)j.count * (double)j.size / (1024.0 * 1024.0);
-	secs = run(&j, "put");
-	printf("put: %" PRId64 " x %" PRId64 " bytes, %d threads: %.1f MiB/s\n", j.count, j.size,
-	       j.threads, mib / secs);
-	secs = run(&j, "get");
-	printf("get: %" PRId64 " x %" PRId64 " bytes, %d threads: %.1f MiB/s\n", j.count, j.size,
-	       j.threads, mib / secs);
+	j.lat = calloc((size_t)j.count, sizeof(*j.lat));
+	if (!j.lat)
+		return 1;
+	for (int ph = 0; ph < 2; ph++) {
+		const char *op = ph ? "get" : "put";
+		double s0 = server_cpu(), c0 = cpu_of(0);
+		secs = run(&j, op);
+		double s1 = server_cpu(), c1 = cpu_of(0), gib = mib / 1024.0;
+		printf("%s: %" PRId64 " x %" PRId64 " bytes, %d threads: %.1f MiB/s\n", op, j.count,
+		       j.size, j.threads, mib / secs);
+		qsort(j.lat, (size_t)j.count, sizeof(*j.lat), cmp_double);
+		printf("%s-latency: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", op,
+		       j.lat[j.count / 2] * 1e3, j.lat[j.count * 9 / 10] * 1e3,
+		       j.lat[j.count * 99 / 100] * 1e3);
+		if (nserver)
+			printf("%s-cpu: server %.2f s/GiB, client %.2f s/GiB\n", op,
+			       (s1 - s0) / gib, (c1 - c0) / gib);
+	}
 	run(&j, "del");
+	free(j.lat);
 	store_close(j.st);
 	free(j.buf);
 	cfg_free(&c);
