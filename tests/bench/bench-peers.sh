@@ -8,6 +8,9 @@
 #   rclone    rclone mount (Debian), full VFS cache
 #   ext4      local ext4 on a loop file on local disk: the limit of the
 #             filesystem workloads
+#   fusept    libfuse's own passthrough_ll example (Debian's libfuse3-dev,
+#             built here) over local ext4 on a loop file: what any FUSE
+#             filesystem can reach on this kernel, nothing stored remotely
 #   raw       the raw S3 ceiling: PUT and GET of 8 MiB objects through
 #             zerofs-fuse's own store layer (tests/bench/s3bench) at 1, 4 and
 #             8 threads, the best kept: the limit of the sequential ones
@@ -38,7 +41,8 @@
 #   --quick           a smoke run: 64M sequential, 32M random file, 5 s
 #                     random runs, 200 files, 200-file tree, pgbench scale 1
 #   --only LIST       comma-separated systems among
-#                     zerofs,s3fs,s3backer,rclone,ext4,raw (default: all)
+#                     zerofs,s3fs,s3backer,rclone,ext4,fusept,raw (default:
+#                     all)
 #   --out DIR         where results.txt, results.csv, results.png and the
 #                     logs go (default: ./bench-peers-DATE)
 #   --files N         files of the metadata workload (default 10000)
@@ -68,7 +72,7 @@ TREE_FILES=2000
 PG_SCALE=10
 PG_TIME=20
 RAW_COUNT=48
-ALL="zerofs s3fs s3backer rclone ext4 raw"
+ALL="zerofs s3fs s3backer rclone ext4 fusept raw"
 ONLY=$ALL
 OUT=
 usage()
@@ -218,6 +222,7 @@ if ! gcc -O2 -o "$work/metaphase" "$here/peers/metaphase.c" >>"$LOG" 2>&1; then
 	echo "bench-peers.sh: cannot build metaphase" >&2
 	exit 1
 fi
+PASSTHROUGH_SRC=/usr/share/doc/libfuse3-dev/examples/passthrough_ll.c
 
 # The small-file tree: the first TREE_FILES files under 64 KiB of /usr/include.
 find /usr/include -type f -size -64k | sort | head -n "$TREE_FILES" | sed 's|^/||' >"$work/tree.list"
@@ -389,6 +394,31 @@ umount_ext4() { umount "${MNT[ext4]}"; }
 purge_ext4() { :; }
 durable_ext4() { :; }
 
+# libfuse's passthrough_ll with its default options (1 s caching, no
+# writeback cache) over ext4 on its own loop file.
+mount_fusept()
+{
+	local fresh=$1
+	MNT[fusept]=$work/fusept/mnt
+	mkdir -p "$work/fusept/src" "${MNT[fusept]}"
+	if [ "$fresh" = fresh ]; then
+		gcc -O2 -o "$work/passthrough_ll" "$PASSTHROUGH_SRC" \
+			$(pkg-config --cflags --libs fuse3) >>"$LOG" 2>&1 || return 1
+		truncate -s "$S3BACKER_SIZE" "$work/fusept.img"
+		attach_loop "$work/fusept.img" || return 1
+		LOOP[fusept]=$LOOPDEV
+		mkfs.ext4 -q -E nodiscard "${LOOP[fusept]}" >>"$LOG" 2>&1 || return 1
+	fi
+	mount "${LOOP[fusept]}" "$work/fusept/src" || return 1
+	"$work/passthrough_ll" -f -o "source=$work/fusept/src" "${MNT[fusept]}" \
+		>>"$work/fusept.log" 2>&1 &
+	PID[fusept]=$!
+	wait_mount fusept "${MNT[fusept]}"
+}
+umount_fusept() { fuse_down fusept "${MNT[fusept]}" && umount "$work/fusept/src"; }
+purge_fusept() { :; }
+durable_fusept() { :; }
+
 mounted() { mountpoint -q "${MNT[$1]:-/nonexistent}"; }
 remount_cold()
 {
@@ -460,8 +490,8 @@ meta()
 	zerofs) "$ZEROFS" flush "${MNT[zerofs]}" >>"$LOG" 2>&1 ;;
 	*) sync -f "$dir" ;;
 	esac
-	if [ "$sys" = ext4 ]; then
-		R[ext4.req_10k]=n/a # no object store
+	if [ "$sys" = ext4 ] || [ "$sys" = fusept ]; then
+		R[$sys.req_10k]=n/a # no object store
 	else
 		rgw_quiet
 		q1=$(rgw_req)
@@ -567,7 +597,7 @@ run_fs()
 	local sys=$1
 	say "=== $sys"
 	mkdir -p "$work/$sys"
-	if [ "$sys" != ext4 ]; then
+	if [ "$sys" != ext4 ] && [ "$sys" != fusept ]; then
 		BUCKET[$sys]=bench-$sys-$$
 		if ! make_bucket "${BUCKET[$sys]}"; then
 			STATUS[$sys]="failed: no bucket"
@@ -588,7 +618,7 @@ run_fs()
 	set_fig "$sys" seqwrite seq_write "$sys"
 	R[$sys.req_gib]=fail
 	if [ -s "$work/$sys.req_gib" ]; then R[$sys.req_gib]=$(cat "$work/$sys.req_gib"); fi
-	if [ "$sys" = ext4 ]; then R[ext4.req_gib]=n/a; fi # no object store
+	if [ "$sys" = ext4 ] || [ "$sys" = fusept ]; then R[$sys.req_gib]=n/a; fi # no store
 	if remount_cold "$sys"; then
 		set_fig "$sys" seqread fio_mibs "$src/tests/bench/fio/seqread.fio" "${MNT[$sys]}"
 	else
@@ -653,7 +683,7 @@ say "bench-peers: size $SIZE, random file $RANDSIZE, runtime ${RUNTIME}s, $FILES
 	"tree $TREE_N files, pgbench scale $PG_SCALE ${PG_TIME}s; systems: $ONLY; out $OUT"
 say "machine: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); shared: figures are noisy"
 want raw && run_raw
-for sys in zerofs s3fs s3backer rclone ext4; do
+for sys in zerofs s3fs s3backer rclone ext4 fusept; do
 	want "$sys" && run_fs "$sys"
 done
 

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-SYSTEMS = ["zerofs", "s3fs", "s3backer", "rclone", "ext4", "raw"]
+SYSTEMS = ["zerofs", "s3fs", "s3backer", "rclone", "ext4", "fusept", "raw"]
 PEERS = ["s3fs", "s3backer", "rclone"]
 # metric, label, unit, higher is better, limit system
 METRICS = [
@@ -102,7 +102,10 @@ def main():
                             "yes" if higher else "no", status[s]])
 
     # The text table.
+    fuse = "fusept" in systems
     head = ["workload", "unit"] + systems + ["best peer", "zerofs/peer", "zerofs/limit"]
+    if fuse:
+        head.append("zerofs/fusept")
     table = [head]
     for metric, label, unit, higher, limsys, best, lim in rows:
         z = num(cell("zerofs", metric)) if "zerofs" in status else None
@@ -110,6 +113,8 @@ def main():
         line += [cell(s, metric) for s in systems]
         line += [short(best), short(ratio(z, best)),
                  (short(ratio(z, lim)) + " of " + limsys) if ratio(z, lim) is not None else "-"]
+        if fuse:
+            line.append(short(ratio(z, num(cell("fusept", metric)))))
         table.append(line)
     widths = [max(len(r[i]) for r in table) for i in range(len(head))]
     text = []
@@ -117,6 +122,9 @@ def main():
     text.append("limit: raw S3 ceiling (s3bench, best of 1/4/8 threads, 8 MiB objects) for the"
                 " sequential rows and requests/GiB; local ext4 (loop file) for the rest")
     text.append("best peer: best of s3fs, s3backer, rclone; ratios are figure / reference")
+    if fuse:
+        text.append("fusept: libfuse's passthrough_ll example over local ext4: what any FUSE"
+                    " filesystem reaches on this kernel")
     text.append("")
     for i, r in enumerate(table):
         text.append("  ".join(c.ljust(widths[j]) if j < 2 else c.rjust(widths[j])
