@@ -377,6 +377,7 @@ class Daemon:
                 "nbd_listen=127.0.0.1:%d" % args.nbd_port,
                 "barrier_interval_ms=%d" % barrier_ms,
                 "checkpoint_interval=%d" % args.checkpoint_interval,
+                "gc_grace_ms=%d" % args.gc_grace_ms,
                 "segment_size=1M"]
         if args.extra_opts:
             opts.append(args.extra_opts)
@@ -1367,6 +1368,9 @@ def main():
     ap.add_argument("--extra-opts", default="")
     ap.add_argument("--mount-timeout", type=int, default=60)
     ap.add_argument("--no-gc", action="store_true")
+    ap.add_argument("--gc-grace-ms", type=int, default=300,
+                    help="the daemon's gc_grace_ms: short, so that a cycle's GC deletes "
+                    "(and gc.before_delete / gc.mid_delete are reached)")
     ap.add_argument("--seed", default=None)
     ap.add_argument("--sabotage", action="store_true",
                     help="test of the checker: after each crash, delete the newest index object "
