@@ -18,7 +18,9 @@
 # 16, fsync every 64 writes) on a 256 MiB file.  Then PostgreSQL on the local
 # and fuse stacks (the data directory on that ext4): pgbench -i -s SCALE,
 # select-only and TPC-B (synchronous_commit=on, the default) runs of RUNTIME
-# seconds with 8 clients.
+# seconds with 8 clients.  Last, a device file alone (no filesystem, no
+# nbdfuse): SIZE bytes written (durable at the end) and read back with 1 MiB
+# requests through FUSE (dd) and through NBD (nbdcopy -C 4).
 #
 #   tests/bench/bench-block.sh
 #
@@ -200,6 +202,28 @@ fusermount3 -u "$NF"
 wait "$nbdfuse_pid"
 nbdfuse_pid=
 
+# The two paths to a device file alone, no filesystem and no nbdfuse on top:
+# SIZE bytes of random data written (durable at the end) and read back with
+# 1 MiB requests, through the FUSE file (dd, O_DIRECT for the read) and
+# through the NBD export (nbdcopy, 4 connections, --flush).
+timed()
+{
+	local t0 t1
+	t0=$(date +%s.%N)
+	"$@" >/dev/null 2>>"$work/raw.log" || return 1
+	t1=$(date +%s.%N)
+	python3 -c "print('%.1f' % ($(numfmt --from=iec "$SIZE") / 1048576 / ($t1 - $t0)))"
+}
+head -c "$(numfmt --from=iec "$SIZE")" /dev/urandom >"$work/src.bin"
+"$ZEROFS" device create -m "$M" rawf.img "$SIZE" >/dev/null
+"$ZEROFS" device create -m "$M" rawn.img "$SIZE" >/dev/null
+R[raw.fuse_write]=$(timed dd if="$work/src.bin" of="$M/.nbd/rawf.img" bs=1M conv=fsync,notrunc)
+R[raw.nbd_write]=$(timed nbdcopy -C 4 --flush "$work/src.bin" "nbd://127.0.0.1:$port/rawn.img")
+sync
+echo 3 >/proc/sys/vm/drop_caches
+R[raw.fuse_read]=$(timed dd if="$M/.nbd/rawf.img" of=/dev/null bs=1M iflag=direct)
+R[raw.nbd_read]=$(timed nbdcopy -C 4 "nbd://127.0.0.1:$port/rawn.img" null:)
+
 ratio() { python3 -c "print('%.2f' % ($1 / max($2, 1e-9)))"; }
 printf '\n%-30s %10s %10s %6s %10s %6s\n' workload local fuse ratio nbd ratio
 for k in seqwrite:MiB/s seqread:MiB/s randread:IOPS randwrite:IOPS pg_select:tps pg_tpcb:tps; do
@@ -213,6 +237,14 @@ for k in seqwrite:MiB/s seqread:MiB/s randread:IOPS randwrite:IOPS pg_select:tps
 		"${n:--}" "$([ -n "$n" ] && ratio "$n" "$l" || echo -)"
 done
 echo
+printf '%-30s %10s %10s %6s\n' "device file alone, 1 MiB" fuse nbd ratio
+for w in write read; do
+	printf '%-30s %10s %10s %6s\n' "seq $w (MiB/s)" "${R[raw.fuse_$w]}" "${R[raw.nbd_$w]}" \
+		"$(ratio "${R[raw.nbd_$w]}" "${R[raw.fuse_$w]}")"
+done
+echo "NBD (nbdcopy -C 4) / FUSE (dd) on a device file: write" \
+	"$(ratio "${R[raw.nbd_write]}" "${R[raw.fuse_write]}"), read" \
+	"$(ratio "${R[raw.nbd_read]}" "${R[raw.fuse_read]}") (target >= 1)"
 echo "NBD (nbdfuse -C 4, loop direct-io=$nbd_dio) / FUSE loop: seqwrite" \
 	"$(ratio "${R[nbd.seqwrite]}" "${R[fuse.seqwrite]}")," \
 	"seqread $(ratio "${R[nbd.seqread]}" "${R[fuse.seqread]}") (target >= 1)"
