@@ -50,9 +50,9 @@ struct seg {
 #define DIRTY_BUCKETS 4096
 #define RUN_MAX 32     /* frames fetched in one ranged read (2 MiB) */
 #define RA_SLOTS 32    /* read-ahead tasks queued; ranged reads in flight */
-#define RA_RUNS 6      /* runs read ahead of a sequential reader */
+#define RA_RUNS 16     /* runs read ahead of a sequential reader (32 MiB) */
 #define RA_STREAMS 64  /* sequential readers tracked */
-#define RA_THREADS 6 /* mostly waiting on the store */
+#define RA_THREADS 10 /* mostly waiting on the store */
 _Static_assert(BCACHE_HEADROOM >= SEAL_HDR_BYTES,
 	       "a cache slot takes a frame header before its buffer");
 
