@@ -68,7 +68,8 @@ struct inflight {
 
 struct ra_stream {
 	uint64_t ino, last, next;
-	int hits; /* reads that continued the stream */
+	int hits;      /* reads that continued the stream */
+	uint64_t used; /* d->ra_tick of its last read: the oldest is replaced */
 };
 
 struct data {
@@ -104,6 +105,7 @@ struct data {
 	int raq_head, raq_n;
 	struct inflight infl[RA_SLOTS];
 	struct ra_stream streams[RA_STREAMS];
+	uint64_t ra_tick;
 	pthread_cond_t ra_work; /* read-ahead queued, or stop */
 	pthread_cond_t ra_done; /* a ranged read finished */
 	pthread_t ra_threads[RA_THREADS];
@@ -614,14 +616,33 @@ static void ra_queue(struct data *d, uint64_t ino, uint64_t blk)
  * must not start read-ahead. */
 static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 {
-	struct ra_stream *s = &d->streams[ino % RA_STREAMS];
+	/* Several readers may go through one file at different places (NBD
+	 * clients with several connections do): a stream is found by inode
+	 * and position, and a read that continues none replaces the stream
+	 * used least recently. */
 	const uint64_t window = (uint64_t)RUN_MAX * RA_RUNS;
-	int exact = s->ino == ino && blk == s->last + 1;
-	int near = s->ino == ino && blk <= s->last + RUN_MAX && blk + 2 * RUN_MAX >= s->last;
-	if (!exact && !near) {
-		*s = (struct ra_stream){.ino = ino, .last = last};
+	struct ra_stream *s = NULL, *oldest = &d->streams[0];
+	int exact = 0, near = 0;
+	for (int i = 0; i < RA_STREAMS && !exact; i++) {
+		struct ra_stream *c = &d->streams[i];
+		if (c->used < oldest->used)
+			oldest = c;
+		if (c->ino != ino || !c->used)
+			continue;
+		if (blk == c->last + 1) {
+			s = c;
+			exact = 1;
+		} else if (!near && blk <= c->last + RUN_MAX && blk + 2 * RUN_MAX >= c->last) {
+			s = c;
+			near = 1;
+		}
+	}
+	d->ra_tick++;
+	if (!s) {
+		*oldest = (struct ra_stream){.ino = ino, .last = last, .used = d->ra_tick};
 		return;
 	}
+	s->used = d->ra_tick;
 	s->hits = exact ? MAX(s->hits, 2) : s->hits + 1;
 	s->last = MAX(s->last, last);
 	if (s->hits < 2)
