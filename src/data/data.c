@@ -781,37 +781,54 @@ ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *
  * when there is none.  NULL with *rc set on failure. */
 static struct dbuf *dirty_get(struct data *d, uint64_t ino, uint64_t blk, int *rc)
 {
-	struct dbuf *b = dirty_find(d, ino, blk);
-	if (b)
-		return b;
-	struct idx_extent e;
-	*rc = idx_extent_get(d->ix, ino, blk, &e);
-	uint32_t plen = 0;
-	if (*rc == 0) {
-		*rc = read_block(d, ino, blk, 0, DATA_BLOCK_SIZE, tls_rmw);
-		if (*rc < 0)
-			return NULL;
-		/* read_block may have dropped the lock: another writer may have
-		 * made the buffer meanwhile, and that one is newer. */
-		b = dirty_find(d, ino, blk);
+	for (int tries = 0;; tries++) {
+		struct dbuf *b = dirty_find(d, ino, blk);
 		if (b)
 			return b;
-		plen = e.plen;
-	} else if (*rc != -ENOENT) {
-		return NULL;
+		struct idx_extent e, now;
+		*rc = idx_extent_get(d->ix, ino, blk, &e);
+		uint32_t plen = 0;
+		if (*rc == 0) {
+			*rc = read_block(d, ino, blk, 0, DATA_BLOCK_SIZE, tls_rmw);
+			if (*rc < 0)
+				return NULL;
+			/* read_block may have dropped the lock: another writer
+			 * may have made the buffer meanwhile, and that one is
+			 * newer; or made it, written and packed it already, and
+			 * then what was read is stale: read again.  Frames are
+			 * never reused, so an unchanged extent means what was
+			 * read is the block's content. */
+			b = dirty_find(d, ino, blk);
+			if (b)
+				return b;
+			*rc = idx_extent_get(d->ix, ino, blk, &now);
+			if (*rc < 0 && *rc != -ENOENT)
+				return NULL;
+			if (*rc == -ENOENT || now.seg != e.seg || now.off != e.off) {
+				if (tries < 64)
+					continue;
+				log_error("inode %" PRIu64 " block %" PRIu64
+					  ": changed under every read for modification", ino, blk);
+				*rc = -EIO;
+				return NULL;
+			}
+			plen = e.plen;
+		} else if (*rc != -ENOENT) {
+			return NULL;
+		}
+		b = dirty_new(d, ino, blk);
+		if (!b) {
+			*rc = -ENOMEM;
+			return NULL;
+		}
+		if (plen)
+			memcpy(b->buf, tls_rmw, DATA_BLOCK_SIZE);
+		else
+			memset(b->buf, 0, DATA_BLOCK_SIZE);
+		b->len = plen;
+		*rc = 0;
+		return b;
 	}
-	b = dirty_new(d, ino, blk);
-	if (!b) {
-		*rc = -ENOMEM;
-		return NULL;
-	}
-	if (plen)
-		memcpy(b->buf, tls_rmw, DATA_BLOCK_SIZE);
-	else
-		memset(b->buf, 0, DATA_BLOCK_SIZE);
-	b->len = plen;
-	*rc = 0;
-	return b;
 }
 
 /* Pack the oldest dirty buffers while over the dirty limit. */
