@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -314,6 +315,8 @@ struct flaky {
 	struct store *inner;
 	int fail_puts;
 	int puts_failed;
+	int hold_gets; /* ranged gets wait while set ... */
+	int in_get;    /* ... and say that one is waiting */
 };
 
 static struct flaky *flaky_of(struct store *s)
@@ -322,7 +325,13 @@ static struct flaky *flaky_of(struct store *s)
 }
 static ssize_t fl_get(struct store *s, const char *k, uint64_t off, size_t len, void *buf)
 {
-	return store_get(flaky_of(s)->inner, k, off, len, buf);
+	struct flaky *fl = flaky_of(s);
+	if (__atomic_load_n(&fl->hold_gets, __ATOMIC_SEQ_CST)) {
+		__atomic_store_n(&fl->in_get, 1, __ATOMIC_SEQ_CST);
+		while (__atomic_load_n(&fl->hold_gets, __ATOMIC_SEQ_CST))
+			usleep(1000);
+	}
+	return store_get(fl->inner, k, off, len, buf);
 }
 static int fl_get_all(struct store *s, const char *k, void **d, size_t *len)
 {
@@ -500,4 +509,71 @@ Test(journal, log_carries_small_segments, .init = setup, .fini = teardown, .time
 	jnl_carried_free(missing, nmissing);
 	missing = NULL;
 	nmissing = 0;
+}
+
+/* A partial write reads the block first and waits for the store with the
+ * lock dropped; a whole-block write that lands meanwhile must survive.  The
+ * block was short (4 KiB): a buffer built with the old length would keep
+ * only the first 4 KiB of the new content. */
+struct partial_arg {
+	struct data *d;
+	int rc;
+};
+
+static void *partial_writer(void *arg)
+{
+	struct partial_arg *a = arg;
+	pthread_mutex_lock(&lock);
+	a->rc = data_write(a->d, 9, 100, "A", 1);
+	pthread_mutex_unlock(&lock);
+	return NULL;
+}
+
+Test(data, partial_write_does_not_undo_a_concurrent_write, .init = setup, .fini = teardown,
+     .timeout = 60)
+{
+	struct flaky fl = {.base = {.ops = &flaky_ops, .url = "flaky"}, .inner = st};
+	static uint8_t p1[65536], p2[65536], out[65536];
+	memset(p1, 0x11, sizeof(p1));
+	memset(p2, 0x22, sizeof(p2));
+	struct data *d = new_data(5, 1 << 20);
+	uint64_t mark;
+	pthread_mutex_lock(&lock);
+	/* A short block: its frame holds 4 KiB. */
+	cr_assert_eq(data_write(d, 9, 0, p1, 4096), 0);
+	cr_assert_eq(data_flush_all(d, &mark), 0);
+	cr_assert_eq(data_wait_stored(d, mark), 0);
+	pthread_mutex_unlock(&lock);
+	data_free(d);
+
+	/* Nothing in memory or cached: the partial write must read the store. */
+	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
+				.dirty_limit = 512 << 10, .epoch = 6, .compress = 1,
+				.upload_threads = 1, .store_wait_ms = 5000};
+	d = data_new(&fl.base, &key, ix, &lock, &p);
+	cr_assert_not_null(d);
+	__atomic_store_n(&fl.hold_gets, 1, __ATOMIC_SEQ_CST);
+	struct partial_arg a = {.d = d};
+	pthread_t t;
+	cr_assert_eq(pthread_create(&t, NULL, partial_writer, &a), 0);
+	while (!__atomic_load_n(&fl.in_get, __ATOMIC_SEQ_CST))
+		usleep(1000);
+	/* The partial writer waits in the store without the lock: a whole
+	 * block is written (no read needed) and packed meanwhile. */
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_write(d, 9, 0, p2, sizeof(p2)), 0);
+	cr_assert_eq(data_flush_all(d, &mark), 0);
+	pthread_mutex_unlock(&lock);
+	__atomic_store_n(&fl.hold_gets, 0, __ATOMIC_SEQ_CST);
+	cr_assert_eq(pthread_join(t, NULL), 0);
+	cr_assert_eq(a.rc, 0);
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_flush_all(d, &mark), 0); /* the buffer is packed: its length counts */
+	cr_assert_eq(data_read(d, 9, 0, sizeof(out), out), (ssize_t)sizeof(out));
+	pthread_mutex_unlock(&lock);
+	p2[100] = 'A';
+	cr_assert_eq(memcmp(out, p2, sizeof(out)), 0,
+		     "the whole-block write was cut by the partial write that read before it "
+		     "(byte 8192 is %#x)", out[8192]);
+	data_free(d);
 }
