@@ -299,6 +299,22 @@ static int seg_open(struct data *d)
 
 static void seg_unlink_sealed(struct data *d, struct seg *s);
 
+/* Append s to the sealed segments with the next seal number; queue it for
+ * upload unless it is kept in memory only. */
+static void seg_enqueue_sealed(struct data *d, struct seg *s)
+{
+	s->sealno = ++d->sealno;
+	if (d->sealed_tail)
+		d->sealed_tail->next = s;
+	else
+		d->sealed_head = s;
+	d->sealed_tail = s;
+	if (!s->keep) {
+		d->pending_bytes += s->len;
+		pthread_cond_signal(&d->work);
+	}
+}
+
 static struct seg *seg_in_memory(struct data *d, uint64_t id)
 {
 	if (d->open && d->open->id == id)
@@ -356,15 +372,8 @@ static int seg_seal(struct data *d)
 	int rc = idx_segment_seal(d->ix, s->id, s->len, s->nents);
 	if (rc < 0)
 		return rc;
-	s->sealno = ++d->sealno;
-	if (d->sealed_tail)
-		d->sealed_tail->next = s;
-	else
-		d->sealed_head = s;
-	d->sealed_tail = s;
-	d->pending_bytes += s->len;
 	d->open = NULL;
-	pthread_cond_signal(&d->work);
+	seg_enqueue_sealed(d, s);
 	return 0;
 }
 
@@ -1074,16 +1083,7 @@ int data_adopt(struct data *d, uint64_t id, const void *obj, size_t len, int upl
 	s->len = len;
 	s->id = id;
 	s->keep = !upload;
-	s->sealno = ++d->sealno;
-	if (d->sealed_tail)
-		d->sealed_tail->next = s;
-	else
-		d->sealed_head = s;
-	d->sealed_tail = s;
-	if (upload) {
-		d->pending_bytes += s->len;
-		pthread_cond_signal(&d->work);
-	}
+	seg_enqueue_sealed(d, s);
 	return 0;
 }
 
