@@ -52,6 +52,7 @@ struct seg {
 #define RA_SLOTS 32    /* read-ahead tasks queued; ranged reads in flight */
 #define RA_RUNS 16     /* runs read ahead of a sequential reader (32 MiB) */
 #define RA_STREAMS 64  /* sequential readers tracked */
+#define RA_PER_FILE 4  /* ... at most this many in one file */
 #define RA_THREADS 10 /* mostly waiting on the store */
 _Static_assert(BCACHE_HEADROOM >= SEAL_HDR_BYTES,
 	       "a cache slot takes a frame header before its buffer");
@@ -628,16 +629,21 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 	/* Several readers may go through one file at different places (NBD
 	 * clients with several connections do): a stream is found by inode
 	 * and position, and a read that continues none replaces the stream
-	 * used least recently. */
+	 * used least recently; of the same file's once it has RA_PER_FILE,
+	 * so that a random reader cannot spread near-misses over many streams
+	 * and start read-ahead by chance. */
 	const uint64_t window = (uint64_t)RUN_MAX * RA_RUNS;
-	struct ra_stream *s = NULL, *oldest = &d->streams[0];
-	int exact = 0, near = 0;
+	struct ra_stream *s = NULL, *oldest = &d->streams[0], *oldest_mine = NULL;
+	int exact = 0, near = 0, mine = 0;
 	for (int i = 0; i < RA_STREAMS && !exact; i++) {
 		struct ra_stream *c = &d->streams[i];
 		if (c->used < oldest->used)
 			oldest = c;
 		if (c->ino != ino || !c->used)
 			continue;
+		mine++;
+		if (!oldest_mine || c->used < oldest_mine->used)
+			oldest_mine = c;
 		if (blk == c->last + 1) {
 			s = c;
 			exact = 1;
@@ -648,7 +654,8 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 	}
 	d->ra_tick++;
 	if (!s) {
-		*oldest = (struct ra_stream){.ino = ino, .last = last, .used = d->ra_tick};
+		struct ra_stream *v = mine >= RA_PER_FILE ? oldest_mine : oldest;
+		*v = (struct ra_stream){.ino = ino, .last = last, .used = d->ra_tick};
 		return;
 	}
 	s->used = d->ra_tick;
