@@ -22,6 +22,8 @@
 #define GIB (MIB * 1024)
 
 static const char *const kdf_choices[] = { "interactive", "min", NULL };
+static const char *const cipher_choices[] = { "auto", "aes-256-gcm", "xchacha20-poly1305",
+					      NULL };
 static const char *const log_level_choices[] = { "error", "warning", "info", "debug", NULL };
 
 /* Each row is one setting; rows appear in this order in every generated
@@ -61,6 +63,11 @@ const struct cfg_opt cfg_opts[] = {
 	OPT(kdf, CFG_STRING, .def = "interactive", .choices = kdf_choices,
 	    .help = "cost of the Argon2id password key of a new store; "
 		    "min is weak and for tests only"),
+	OPT(cipher, CFG_STRING, .def = "auto", .choices = cipher_choices,
+	    .help = "AEAD that seals the data and index of a new store; auto means "
+		    "aes-256-gcm when the CPU has AES instructions (about 3 times faster "
+		    "there), xchacha20-poly1305 otherwise; an existing store keeps the one "
+		    "it was made with"),
 	OPT(log_level, CFG_STRING, .def = "info", .choices = log_level_choices,
 	    .help = "least important messages logged"),
 	OPT(nbd_listen, CFG_STRING, .def = "127.0.0.1:10809", .empty_ok = 1,

@@ -34,6 +34,7 @@ struct cfg {
 	int compress;
 	int allow_other;
 	char *kdf;           /* "interactive" or "min" (tests only) */
+	char *cipher;        /* "auto", "aes-256-gcm" or "xchacha20-poly1305" */
 	char *log_level;     /* error, warning, info, debug */
 	char *nbd_listen;    /* NBD server TCP address; "" for none */
 	char *nbd_socket;    /* NBD server Unix socket; NULL or "" for none */

@@ -946,12 +946,17 @@ static int mkfs_store(struct store *st, const struct cfg *cfg, const char *passw
 {
 	struct seal_kdf kdf;
 	kdf_from_cfg(cfg, &kdf);
+	enum seal_cipher cipher = seal_cipher_default();
+	if (strcmp(cfg->cipher, "auto") != 0 && seal_cipher_parse(cfg->cipher, &cipher) < 0)
+		return -EINVAL; /* cfg checked the name already */
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES];
 	uint8_t blob[SEAL_KEYFILE_BYTES];
-	int rc = seal_keyfile_create(password, strlen(password), kdf, &key, fsid, blob);
-	if (rc < 0)
-		return rc;
+	ssize_t blen = seal_keyfile_create(password, strlen(password), kdf, cipher, &key, fsid,
+					   blob);
+	if (blen < 0)
+		return (int)blen;
+	int rc = 0;
 	struct idx *ix = idx_open(":memory:");
 	if (!ix) {
 		rc = -errno;
@@ -978,7 +983,7 @@ static int mkfs_store(struct store *st, const struct cfg *cfg, const char *passw
 		rc = idx_super_set(ix, "epoch", 0);
 	/* The key goes first, exclusively: it claims the store. */
 	if (rc == 0) {
-		rc = store_put(st, "zerofs.key", blob, sizeof(blob), STORE_PUT_IF_ABSENT);
+		rc = store_put(st, "zerofs.key", blob, (size_t)blen, STORE_PUT_IF_ABSENT);
 		if (rc == -EEXIST)
 			log_error("the store at %s already holds a filesystem", st->url);
 	}
@@ -990,7 +995,8 @@ out:
 	if (rc == 0) {
 		char hex[2 * SEAL_FSID_BYTES + 1];
 		sodium_bin2hex(hex, sizeof(hex), fsid, sizeof(fsid));
-		log_info("created filesystem %s in %s", hex, st->url);
+		log_info("created filesystem %s in %s (cipher %s)", hex, st->url,
+			 seal_cipher_name(cipher));
 	}
 	return rc;
 }
@@ -1032,20 +1038,22 @@ int fs_change_password(const struct cfg *cfg, const char *old, const char *new)
 	CLEANUP_FREE void *blob = NULL;
 	size_t len;
 	uint8_t out[SEAL_KEYFILE_BYTES];
+	ssize_t olen = 0;
 	struct seal_kdf kdf;
 	kdf_from_cfg(cfg, &kdf);
 	rc = store_get_all(st, "zerofs.key", &blob, &len);
 	if (rc == -ENOENT)
 		log_error("%s holds no zerofs-fuse filesystem", st->url);
 	if (rc == 0) {
-		rc = seal_keyfile_rewrap(blob, len, old, strlen(old), new, strlen(new), kdf, out);
+		olen = seal_keyfile_rewrap(blob, len, old, strlen(old), new, strlen(new), kdf, out);
+		rc = olen < 0 ? (int)olen : 0;
 		if (rc == -EACCES)
 			log_error("wrong password for the store at %s", st->url);
 	}
 	/* One atomic replacement of the key object: a crash leaves the old or
 	 * the new password working, never neither. */
 	if (rc == 0)
-		rc = store_put(st, "zerofs.key", out, sizeof(out), 0);
+		rc = store_put(st, "zerofs.key", out, (size_t)olen, 0);
 	if (rc == 0)
 		log_info("the password of %s was changed", st->url);
 	store_close(st);
@@ -1187,6 +1195,11 @@ static int open_key(struct fs *fs, const struct cfg *cfg, const char *password,
 	if (rc < 0)
 		return rc;
 	sodium_bin2hex(fs->fsid_hex, sizeof(fs->fsid_hex), fsid, sizeof(fsid));
+	enum seal_cipher want;
+	if (strcmp(cfg->cipher, "auto") != 0 && seal_cipher_parse(cfg->cipher, &want) == 0 &&
+	    want != fs->key.cipher)
+		log_warn("cipher = %s applies to new stores only: %s keeps %s", cfg->cipher,
+			 fs->st->url, seal_cipher_name(fs->key.cipher));
 	return 0;
 }
 

@@ -1,8 +1,10 @@
-/* test_codec.c: unit tests for codec/: frame round trips, tamper detection,
- * a known-answer test of the AEAD primitive, the key object, and fixed
- * vectors that pin the stored formats (frame, AD layouts, key object). */
+/* test_codec.c: unit tests for codec/: frame round trips and tamper
+ * detection under both ciphers, known-answer tests of the AEAD primitives and
+ * of the per-frame AES-256-GCM key, the key object, and fixed vectors that
+ * pin the stored formats (frames, AD layouts, key objects). */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <openssl/evp.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,19 +33,29 @@ static size_t unhex(const char *hex, uint8_t *out, size_t cap)
 	return n;
 }
 
-static struct seal_key fixed_key(uint8_t first)
+static const enum seal_cipher ciphers[] = { SEAL_XCHACHA20POLY1305, SEAL_AES256GCM };
+#define N_CIPHERS (sizeof(ciphers) / sizeof(ciphers[0]))
+
+static struct seal_key cipher_key(uint8_t first, enum seal_cipher cipher)
 {
 	struct seal_key k;
 
 	for (int i = 0; i < SEAL_KEY_BYTES; i++)
 		k.k[i] = (uint8_t)(first + i);
+	k.cipher = cipher;
 	return k;
 }
 
-/* Encode then decode plen bytes; returns the frame length. */
-static size_t round_trip(const void *plain, size_t plen, int compress)
+static struct seal_key fixed_key(uint8_t first)
 {
-	struct seal_key key = fixed_key(0x10);
+	return cipher_key(first, SEAL_XCHACHA20POLY1305);
+}
+
+/* Encode then decode plen bytes; returns the frame length. */
+static size_t round_trip_with(enum seal_cipher cipher, const void *plain, size_t plen,
+			      int compress)
+{
+	struct seal_key key = cipher_key(0x10, cipher);
 	uint8_t ad[SEAL_AD_BYTES];
 	size_t cap = seal_frame_bound(plen);
 	uint8_t *frame = malloc(cap);
@@ -70,6 +82,15 @@ static size_t round_trip(const void *plain, size_t plen, int compress)
 	free(frame);
 	free(out);
 	return (size_t)n;
+}
+
+/* The same under each cipher: both give frames of one length. */
+static size_t round_trip(const void *plain, size_t plen, int compress)
+{
+	size_t n = round_trip_with(SEAL_XCHACHA20POLY1305, plain, plen, compress);
+
+	cr_assert_eq(round_trip_with(SEAL_AES256GCM, plain, plen, compress), n);
+	return n;
 }
 
 Test(codec, round_trip_empty)
@@ -113,11 +134,11 @@ struct sample {
 	size_t flen;
 };
 
-static void make_sample(struct sample *s, int compress)
+static void make_sample_with(struct sample *s, int compress, enum seal_cipher cipher)
 {
 	ssize_t n;
 
-	s->key = fixed_key(0x40);
+	s->key = cipher_key(0x40, cipher);
 	seal_ad_data(s->ad, 1, 2, 3, 4);
 	for (size_t i = 0; i < sizeof(s->plain); i++)
 		s->plain[i] = (uint8_t)(i < 100 ? 'a' : i * 7);
@@ -125,6 +146,11 @@ static void make_sample(struct sample *s, int compress)
 			      sizeof(s->frame), compress);
 	cr_assert_gt(n, 0);
 	s->flen = (size_t)n;
+}
+
+static void make_sample(struct sample *s, int compress)
+{
+	make_sample_with(s, compress, SEAL_XCHACHA20POLY1305);
 }
 
 static ssize_t decode_copy(const struct seal_key *key, const uint8_t *ad, size_t flen,
@@ -160,15 +186,19 @@ static void flip_every_bit(int compress)
 	struct sample s;
 	uint8_t bad[256];
 
-	make_sample(&s, compress);
-	cr_assert_eq(decode_copy(&s.key, s.ad, s.flen, s.frame), (ssize_t)sizeof(s.plain));
-	for (size_t bit = 0; bit < s.flen * 8; bit++) {
-		memcpy(bad, s.frame, s.flen);
-		bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
-		cr_assert_eq(decode_copy(&s.key, s.ad, s.flen, bad), -EBADMSG,
-			     "flip of bit %zu accepted", bit);
-		cr_assert_eq(decode_direct_copy(&s.key, s.ad, s.flen, bad), -EBADMSG,
-			     "flip of bit %zu accepted (direct)", bit);
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		enum seal_cipher c = ciphers[ci];
+
+		make_sample_with(&s, compress, c);
+		cr_assert_eq(decode_copy(&s.key, s.ad, s.flen, s.frame), (ssize_t)sizeof(s.plain));
+		for (size_t bit = 0; bit < s.flen * 8; bit++) {
+			memcpy(bad, s.frame, s.flen);
+			bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+			cr_assert_eq(decode_copy(&s.key, s.ad, s.flen, bad), -EBADMSG,
+				     "cipher %d: flip of bit %zu accepted", c, bit);
+			cr_assert_eq(decode_direct_copy(&s.key, s.ad, s.flen, bad), -EBADMSG,
+				     "cipher %d: flip of bit %zu accepted (direct)", c, bit);
+		}
 	}
 }
 
@@ -187,34 +217,62 @@ Test(codec, wrong_ad_rejected)
 	struct sample s;
 	uint8_t ad[SEAL_AD_BYTES];
 
-	make_sample(&s, 1);
-	seal_ad_data(ad, 1, 3, 3, 4);
-	cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
-	seal_ad_data(ad, 2, 2, 3, 4);
-	cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
-	seal_ad_meta(ad, 'L', 1);
-	cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		enum seal_cipher c = ciphers[ci];
+
+		make_sample_with(&s, 1, c);
+		seal_ad_data(ad, 1, 3, 3, 4);
+		cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
+		seal_ad_data(ad, 2, 2, 3, 4);
+		cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
+		seal_ad_meta(ad, 'L', 1);
+		cr_assert_eq(decode_copy(&s.key, ad, s.flen, s.frame), -EBADMSG);
+	}
 }
 
 Test(codec, truncated_rejected)
 {
 	struct sample s;
 
-	make_sample(&s, 1);
-	for (size_t len = 0; len < s.flen; len++)
-		cr_assert_eq(decode_copy(&s.key, s.ad, len, s.frame), -EBADMSG,
-			     "truncated to %zu accepted", len);
-	for (size_t len = 0; len < s.flen; len++)
-		cr_assert_eq(decode_direct_copy(&s.key, s.ad, len, s.frame), -EBADMSG,
-			     "truncated to %zu accepted (direct)", len);
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		enum seal_cipher c = ciphers[ci];
+
+		make_sample_with(&s, 1, c);
+		for (size_t len = 0; len < s.flen; len++)
+			cr_assert_eq(decode_copy(&s.key, s.ad, len, s.frame), -EBADMSG,
+				     "truncated to %zu accepted", len);
+		for (size_t len = 0; len < s.flen; len++)
+			cr_assert_eq(decode_direct_copy(&s.key, s.ad, len, s.frame), -EBADMSG,
+				     "truncated to %zu accepted (direct)", len);
+	}
 }
 
 Test(codec, wrong_key_rejected)
 {
 	struct sample s;
-	struct seal_key other = fixed_key(0x41);
 
-	make_sample(&s, 1);
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		enum seal_cipher c = ciphers[ci];
+
+		struct seal_key other = cipher_key(0x41, c);
+
+		make_sample_with(&s, 1, c);
+		cr_assert_eq(decode_copy(&other, s.ad, s.flen, s.frame), -EBADMSG);
+	}
+}
+
+/* A frame is bound to its cipher: the same key under the other cipher
+ * rejects it. */
+Test(codec, wrong_cipher_rejected)
+{
+	struct sample s;
+	struct seal_key other;
+
+	make_sample_with(&s, 1, SEAL_XCHACHA20POLY1305);
+	other = cipher_key(0x40, SEAL_AES256GCM);
+	cr_assert_eq(decode_copy(&other, s.ad, s.flen, s.frame), -EBADMSG);
+	make_sample_with(&s, 1, SEAL_AES256GCM);
+	other = cipher_key(0x40, SEAL_XCHACHA20POLY1305);
 	cr_assert_eq(decode_copy(&other, s.ad, s.flen, s.frame), -EBADMSG);
 }
 
@@ -274,11 +332,82 @@ Test(codec, xchacha20poly1305_known_answer)
 	cr_assert_arr_eq(back, pt, mlen);
 }
 
+/* The GCM specification (McGrew and Viega), test case 16: AES-256 with a
+ * 96-bit IV and associated data.  Proves the primitive OpenSSL gives us is
+ * AES-256-GCM as specified. */
+Test(codec, aes256gcm_known_answer)
+{
+	uint8_t key[32], iv[12], ad[20], pt[60], want[60], tag[16], got[60], gtag[16];
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	int n;
+
+	unhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", key,
+	      sizeof(key));
+	unhex("cafebabefacedbaddecaf888", iv, sizeof(iv));
+	unhex("feedfacedeadbeeffeedfacedeadbeefabaddad2", ad, sizeof(ad));
+	unhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+	      "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+	      pt, sizeof(pt));
+	unhex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+	      "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+	      want, sizeof(want));
+	unhex("76fc6ece0f4e1768cddf8853bb2d551b", tag, sizeof(tag));
+	cr_assert_not_null(ctx);
+	cr_assert_eq(EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, iv), 1);
+	cr_assert_eq(EVP_EncryptUpdate(ctx, NULL, &n, ad, sizeof(ad)), 1);
+	cr_assert_eq(EVP_EncryptUpdate(ctx, got, &n, pt, sizeof(pt)), 1);
+	cr_assert_eq(EVP_EncryptFinal_ex(ctx, got + n, &n), 1);
+	cr_assert_eq(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, gtag), 1);
+	cr_assert_arr_eq(got, want, sizeof(want));
+	cr_assert_arr_eq(gtag, tag, sizeof(tag));
+	EVP_CIPHER_CTX_free(ctx);
+}
+
+/* An AES-256-GCM frame opened by hand, as codec.c documents it: the frame
+ * key is BLAKE2b-256 keyed with the data key over nonce[0..15], personal
+ * "zerofs-frame-gcm"; the IV is nonce[16..23] then four zero bytes; the AD
+ * is the frame's; the header and payload follow the nonce and the tag ends
+ * the frame. */
+Test(codec, aes256gcm_frame_construction)
+{
+	static const unsigned char personal[16] = { 'z', 'e', 'r', 'o', 'f', 's', '-', 'f',
+						    'r', 'a', 'm', 'e', '-', 'g', 'c', 'm' };
+	struct seal_key key = cipher_key(0x20, SEAL_AES256GCM);
+	uint8_t ad[SEAL_AD_BYTES], frame[128], fk[32], iv[12] = { 0 }, m[128];
+	const char *plain = "a frame under AES-256-GCM";
+	size_t plen = strlen(plain), mlen;
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+	ssize_t flen;
+	int n;
+
+	seal_ad_data(ad, 5, 6, 7, 8);
+	flen = seal_frame_encode(&key, ad, sizeof(ad), plain, plen, frame, sizeof(frame), 0);
+	cr_assert_eq(flen, (ssize_t)seal_frame_bound(plen));
+	mlen = (size_t)flen - SEAL_NONCE_BYTES - SEAL_TAG_BYTES;
+	cr_assert_eq(crypto_generichash_blake2b_salt_personal(fk, sizeof(fk), frame, 16, key.k,
+							      sizeof(key.k), NULL, personal),
+		     0);
+	memcpy(iv, frame + 16, 8);
+	cr_assert_not_null(ctx);
+	cr_assert_eq(EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, fk, iv), 1);
+	cr_assert_eq(EVP_DecryptUpdate(ctx, NULL, &n, ad, sizeof(ad)), 1);
+	cr_assert_eq(EVP_DecryptUpdate(ctx, m, &n, frame + SEAL_NONCE_BYTES, (int)mlen), 1);
+	cr_assert_eq(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, 16,
+					 frame + SEAL_NONCE_BYTES + mlen),
+		     1);
+	cr_assert_eq(EVP_DecryptFinal_ex(ctx, m + n, &n), 1);
+	EVP_CIPHER_CTX_free(ctx);
+	cr_assert_eq(m[0], 0); /* flags: stored raw */
+	cr_assert_eq(get_le32(m + 1), plen);
+	cr_assert_arr_eq(m + SEAL_HDR_BYTES, plain, plen);
+}
+
 /* Frames sealed once by this code and committed: if these stop decoding, the
  * on-disk frame format (or the data AD layout) changed. */
-static void check_stored_frame(const char *hex, const void *want, size_t wlen)
+static void check_stored_frame(enum seal_cipher cipher, const char *hex, const void *want,
+			       size_t wlen)
 {
-	struct seal_key key = fixed_key(0xa0);
+	struct seal_key key = cipher_key(0xa0, cipher);
 	uint8_t ad[SEAL_AD_BYTES], frame[256], out[256];
 	size_t flen = unhex(hex, frame, sizeof(frame));
 
@@ -293,7 +422,15 @@ Test(codec, stored_frame_raw)
 	static const char hex[] = "80f9f6b4858f46c7c2b7b0bb2caccf0050488b375001da7cda5bf8619cc00d06"
 				  "46ede88aef1ecdd229dd40397d1841b19a273d8ecd91534e6b7d3fbc";
 
-	check_stored_frame(hex, "zerofs frame v1", 15);
+	check_stored_frame(SEAL_XCHACHA20POLY1305, hex, "zerofs frame v1", 15);
+}
+
+Test(codec, stored_frame_raw_aes256gcm)
+{
+	static const char hex[] = "22ba48c65d8cbea0dc03fffd859629f1dd30b1669474150fb4a7fd6b4e1e2fb9"
+				  "41acf2a0ac5af3d4d5fcf04a2ab1286a520332cc440c635df69c0f6a";
+
+	check_stored_frame(SEAL_AES256GCM, hex, "zerofs frame v2", 15);
 }
 
 Test(codec, stored_frame_lz4)
@@ -304,7 +441,18 @@ Test(codec, stored_frame_lz4)
 
 	for (int i = 0; i < 96; i++)
 		want[i] = "zerofs"[i % 6];
-	check_stored_frame(hex, want, sizeof(want));
+	check_stored_frame(SEAL_XCHACHA20POLY1305, hex, want, sizeof(want));
+}
+
+Test(codec, stored_frame_lz4_aes256gcm)
+{
+	static const char hex[] = "79ba7a636376acddecb6d5b5c25ef976449a6ab2d549df5f504f8ec8fcc11812"
+				  "7e9a3ecabcaea0541f39a36a87851da51c7f2e62cfee54e85273527d08";
+	char want[96];
+
+	for (int i = 0; i < 96; i++)
+		want[i] = "zerofs"[i % 6];
+	check_stored_frame(SEAL_AES256GCM, hex, want, sizeof(want));
 }
 
 Test(codec, ad_layouts)
@@ -341,12 +489,26 @@ struct keyobj {
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES];
 	uint8_t blob[SEAL_KEYFILE_BYTES];
+	size_t len;
 };
 
-static void make_keyobj(struct keyobj *ko)
+static void make_keyobj(struct keyobj *ko, enum seal_cipher cipher)
 {
-	cr_assert_eq(seal_keyfile_create(PW, PWLEN, seal_kdf_min(), &ko->key, ko->fsid, ko->blob),
-		     0);
+	ssize_t n = seal_keyfile_create(PW, PWLEN, seal_kdf_min(), cipher, &ko->key, ko->fsid,
+					ko->blob);
+
+	/* XChaCha20-Poly1305 keeps the version 1 object older programs read. */
+	cr_assert_eq(n, cipher == SEAL_XCHACHA20POLY1305 ? SEAL_KEYFILE_V1_BYTES
+							 : SEAL_KEYFILE_BYTES);
+	cr_assert_eq(get_le32(ko->blob + 8), cipher == SEAL_XCHACHA20POLY1305 ? 1 : 2);
+	cr_assert_eq(ko->key.cipher, cipher);
+	ko->len = (size_t)n;
+}
+
+/* Where the nonce of the key object is (version 1: 60, version 2: 64). */
+static size_t nonce_off(const struct keyobj *ko)
+{
+	return ko->len == SEAL_KEYFILE_V1_BYTES ? 60 : 64;
 }
 
 Test(codec, keyfile_round_trip)
@@ -355,10 +517,16 @@ Test(codec, keyfile_round_trip)
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES];
 
-	make_keyobj(&ko);
-	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), 0);
-	cr_assert_arr_eq(key.k, ko.key.k, SEAL_KEY_BYTES);
-	cr_assert_arr_eq(fsid, ko.fsid, SEAL_FSID_BYTES);
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		make_keyobj(&ko, ciphers[ci]);
+		memset(&key, 0, sizeof(key));
+		cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN, &key, fsid), 0);
+		cr_assert_arr_eq(key.k, ko.key.k, SEAL_KEY_BYTES);
+		cr_assert_eq(key.cipher, ciphers[ci]);
+		cr_assert_arr_eq(fsid, ko.fsid, SEAL_FSID_BYTES);
+	}
+	cr_assert_eq(seal_keyfile_create(PW, PWLEN, seal_kdf_min(), 3, &ko.key, ko.fsid, ko.blob),
+		     -EINVAL);
 }
 
 Test(codec, keyfile_wrong_password)
@@ -367,33 +535,57 @@ Test(codec, keyfile_wrong_password)
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES];
 
-	make_keyobj(&ko);
-	cr_assert_eq(
-		seal_keyfile_open(ko.blob, sizeof(ko.blob), "correct horsE", PWLEN, &key, fsid),
-		-EACCES);
-	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN - 1, &key, fsid),
-		     -EACCES);
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		make_keyobj(&ko, ciphers[ci]);
+		cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, "correct horsE", PWLEN, &key, fsid),
+			     -EACCES);
+		cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN - 1, &key, fsid),
+			     -EACCES);
+	}
 }
 
 /* Flip one bit in each byte outside the version field; the KDF fields only
- * in their low bits, so the flipped cost stays cheap or is rejected. */
+ * in their low bits, so the flipped cost stays cheap or is rejected.  A
+ * flipped cipher field names an unknown cipher or fails the password. */
 Test(codec, keyfile_bit_flips)
 {
 	struct keyobj ko;
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES], bad[SEAL_KEYFILE_BYTES];
 
-	make_keyobj(&ko);
-	for (size_t i = 0; i < SEAL_KEYFILE_BYTES; i++) {
-		int r;
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		make_keyobj(&ko, ciphers[ci]);
+		for (size_t i = 0; i < ko.len; i++) {
+			int r;
 
-		if ((i >= 8 && i < 12) || (i > 12 && i < 20) || (i > 21 && i < 28))
-			continue;
-		memcpy(bad, ko.blob, sizeof(bad));
-		bad[i] ^= (uint8_t)(1u << (i % 8));
-		r = seal_keyfile_open(bad, sizeof(bad), PW, PWLEN, &key, fsid);
-		cr_assert(r == -EACCES || r == -EINVAL, "flip in byte %zu gave %d", i, r);
+			if ((i >= 8 && i < 12) || (i > 12 && i < 20) || (i > 21 && i < 28))
+				continue;
+			memcpy(bad, ko.blob, ko.len);
+			bad[i] ^= (uint8_t)(1u << (i % 8));
+			r = seal_keyfile_open(bad, ko.len, PW, PWLEN, &key, fsid);
+			if (ko.len == SEAL_KEYFILE_BYTES && i >= 60 && i < 64)
+				cr_assert(r == -EACCES || r == -EPROTONOSUPPORT,
+					  "flip in cipher byte %zu gave %d", i, r);
+			else
+				cr_assert(r == -EACCES || r == -EINVAL,
+					  "flip in byte %zu (len %zu) gave %d", i, ko.len, r);
+		}
 	}
+}
+
+/* The cipher field is bound to the password: naming the other known cipher
+ * fails as a wrong password would, never opens the key for it. */
+Test(codec, keyfile_cipher_bound)
+{
+	struct keyobj ko;
+	struct seal_key key;
+	uint8_t fsid[SEAL_FSID_BYTES];
+
+	make_keyobj(&ko, SEAL_AES256GCM);
+	put_le32(ko.blob + 60, SEAL_XCHACHA20POLY1305);
+	cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN, &key, fsid), -EACCES);
+	put_le32(ko.blob + 60, 7);
+	cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN, &key, fsid), -EPROTONOSUPPORT);
 }
 
 Test(codec, keyfile_not_a_key_object)
@@ -402,12 +594,21 @@ Test(codec, keyfile_not_a_key_object)
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES];
 
-	make_keyobj(&ko);
-	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob) - 1, PW, PWLEN, &key, fsid),
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		make_keyobj(&ko, ciphers[ci]);
+		cr_assert_eq(seal_keyfile_open(ko.blob, ko.len - 1, PW, PWLEN, &key, fsid),
+			     -EINVAL);
+		cr_assert_eq(seal_keyfile_open(ko.blob, 4, PW, PWLEN, &key, fsid), -EINVAL);
+		ko.blob[0] = 'X';
+		cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN, &key, fsid), -EINVAL);
+	}
+	/* A version 1 object of version 2's length and the other way round. */
+	make_keyobj(&ko, SEAL_XCHACHA20POLY1305);
+	cr_assert_eq(seal_keyfile_open(ko.blob, SEAL_KEYFILE_BYTES, PW, PWLEN, &key, fsid),
 		     -EINVAL);
-	cr_assert_eq(seal_keyfile_open(ko.blob, 4, PW, PWLEN, &key, fsid), -EINVAL);
-	ko.blob[0] = 'X';
-	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), -EINVAL);
+	make_keyobj(&ko, SEAL_AES256GCM);
+	cr_assert_eq(seal_keyfile_open(ko.blob, SEAL_KEYFILE_V1_BYTES, PW, PWLEN, &key, fsid),
+		     -EINVAL);
 }
 
 Test(codec, keyfile_newer_version)
@@ -416,10 +617,9 @@ Test(codec, keyfile_newer_version)
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES];
 
-	make_keyobj(&ko);
+	make_keyobj(&ko, SEAL_AES256GCM);
 	put_le32(ko.blob + 8, SEAL_KEYFILE_VERSION + 1);
-	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid),
-		     -EPROTONOSUPPORT);
+	cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN, &key, fsid), -EPROTONOSUPPORT);
 	/* A newer version may have another size: the version decides first. */
 	cr_assert_eq(seal_keyfile_open(ko.blob, 40, PW, PWLEN, &key, fsid), -EPROTONOSUPPORT);
 }
@@ -430,15 +630,17 @@ Test(codec, keyfile_absurd_cost_rejected)
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES];
 
-	make_keyobj(&ko);
-	put_le64(ko.blob + 20, 1ULL << 42);
-	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), -EINVAL);
-	make_keyobj(&ko);
-	put_le64(ko.blob + 12, 1ULL << 40);
-	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), -EINVAL);
-	make_keyobj(&ko);
-	put_le64(ko.blob + 12, 0);
-	cr_assert_eq(seal_keyfile_open(ko.blob, sizeof(ko.blob), PW, PWLEN, &key, fsid), -EINVAL);
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		make_keyobj(&ko, ciphers[ci]);
+		put_le64(ko.blob + 20, 1ULL << 42);
+		cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN, &key, fsid), -EINVAL);
+		make_keyobj(&ko, ciphers[ci]);
+		put_le64(ko.blob + 12, 1ULL << 40);
+		cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN, &key, fsid), -EINVAL);
+		make_keyobj(&ko, ciphers[ci]);
+		put_le64(ko.blob + 12, 0);
+		cr_assert_eq(seal_keyfile_open(ko.blob, ko.len, PW, PWLEN, &key, fsid), -EINVAL);
+	}
 }
 
 Test(codec, keyfile_rewrap_keeps_data_key)
@@ -447,24 +649,30 @@ Test(codec, keyfile_rewrap_keeps_data_key)
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES], blob2[SEAL_KEYFILE_BYTES];
 
-	make_keyobj(&ko);
-	cr_assert_eq(seal_keyfile_rewrap(ko.blob, sizeof(ko.blob), "nope", 4, "new", 3,
-					 seal_kdf_min(), blob2),
-		     -EACCES);
-	cr_assert_eq(seal_keyfile_rewrap(ko.blob, sizeof(ko.blob), PW, PWLEN, "new", 3,
-					 seal_kdf_min(), blob2),
-		     0);
-	cr_assert_eq(seal_keyfile_open(blob2, sizeof(blob2), PW, PWLEN, &key, fsid), -EACCES);
-	cr_assert_eq(seal_keyfile_open(blob2, sizeof(blob2), "new", 3, &key, fsid), 0);
-	cr_assert_arr_eq(key.k, ko.key.k, SEAL_KEY_BYTES);
-	cr_assert_arr_eq(fsid, ko.fsid, SEAL_FSID_BYTES);
-	/* Fresh salt and nonce. */
-	cr_assert_arr_neq(blob2 + 28, ko.blob + 28, 16);
-	cr_assert_arr_neq(blob2 + 60, ko.blob + 60, 24);
+	for (size_t ci = 0; ci < N_CIPHERS; ci++) {
+		size_t off;
+
+		make_keyobj(&ko, ciphers[ci]);
+		off = nonce_off(&ko);
+		cr_assert_eq(seal_keyfile_rewrap(ko.blob, ko.len, "nope", 4, "new", 3,
+						 seal_kdf_min(), blob2),
+			     -EACCES);
+		cr_assert_eq(seal_keyfile_rewrap(ko.blob, ko.len, PW, PWLEN, "new", 3,
+						 seal_kdf_min(), blob2),
+			     (ssize_t)ko.len);
+		cr_assert_eq(seal_keyfile_open(blob2, ko.len, PW, PWLEN, &key, fsid), -EACCES);
+		cr_assert_eq(seal_keyfile_open(blob2, ko.len, "new", 3, &key, fsid), 0);
+		cr_assert_arr_eq(key.k, ko.key.k, SEAL_KEY_BYTES);
+		cr_assert_eq(key.cipher, ciphers[ci]);
+		cr_assert_arr_eq(fsid, ko.fsid, SEAL_FSID_BYTES);
+		/* Fresh salt and nonce. */
+		cr_assert_arr_neq(blob2 + 28, ko.blob + 28, 16);
+		cr_assert_arr_neq(blob2 + off, ko.blob + off, 24);
+	}
 }
 
-/* A key object made once by this code with the minimum KDF cost: pins the
- * key object layout, its AD and the Argon2id parameters. */
+/* A key object made once by this code (version 1) with the minimum KDF
+ * cost: pins the key object layout, its AD and the Argon2id parameters. */
 Test(codec, stored_keyfile)
 {
 	static const char hex[] = "5a45524f46534b310100000001000000000000000020000000000000cbbf5aa8"
@@ -476,11 +684,35 @@ Test(codec, stored_keyfile)
 	uint8_t fsid[SEAL_FSID_BYTES];
 	struct seal_key key;
 
-	cr_assert_eq(unhex(hex, blob, sizeof(blob)), SEAL_KEYFILE_BYTES);
+	cr_assert_eq(unhex(hex, blob, sizeof(blob)), SEAL_KEYFILE_V1_BYTES);
 	unhex("6e2cc18e55ff4758f567612277d7800af448fb87cf6be3be3e7fedbb4dc06ec0", want_key,
 	      sizeof(want_key));
 	unhex("b2e1cd489f6222af416f9c55c92d1035", want_fsid, sizeof(want_fsid));
+	cr_assert_eq(seal_keyfile_open(blob, SEAL_KEYFILE_V1_BYTES, PW, PWLEN, &key, fsid), 0);
+	cr_assert_arr_eq(key.k, want_key, SEAL_KEY_BYTES);
+	cr_assert_eq(key.cipher, SEAL_XCHACHA20POLY1305);
+	cr_assert_arr_eq(fsid, want_fsid, SEAL_FSID_BYTES);
+}
+
+/* A version 2 key object (AES-256-GCM) made once by this code with the
+ * minimum KDF cost: pins its layout, the cipher field and its AD. */
+Test(codec, stored_keyfile_v2)
+{
+	static const char hex[] = "5a45524f46534b310200000001000000000000000020000000000000c656e30c"
+				  "095a39f2827ed6d11387a0f308889e5076c3d2d8836d376a207acb4602000000"
+				  "a36c4146cbdbc2005683e89f3af38851c25997e1f6ec834a42690e162a939cc2"
+				  "3530b8b28e9637669c967a361d1c4b7b949ddedde96cb98370019ee9b0078e8c"
+				  "2c287ab697d74602";
+	uint8_t blob[SEAL_KEYFILE_BYTES], want_key[SEAL_KEY_BYTES], want_fsid[SEAL_FSID_BYTES];
+	uint8_t fsid[SEAL_FSID_BYTES];
+	struct seal_key key;
+
+	cr_assert_eq(unhex(hex, blob, sizeof(blob)), SEAL_KEYFILE_BYTES);
+	unhex("7ab18c7c1f038b10ed51ea3d54083424d838e6376cb910e7c0942b1cc9c52a2b", want_key,
+	      sizeof(want_key));
+	unhex("08889e5076c3d2d8836d376a207acb46", want_fsid, sizeof(want_fsid));
 	cr_assert_eq(seal_keyfile_open(blob, sizeof(blob), PW, PWLEN, &key, fsid), 0);
 	cr_assert_arr_eq(key.k, want_key, SEAL_KEY_BYTES);
+	cr_assert_eq(key.cipher, SEAL_AES256GCM);
 	cr_assert_arr_eq(fsid, want_fsid, SEAL_FSID_BYTES);
 }
