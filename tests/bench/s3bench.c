@@ -4,6 +4,11 @@
  * The objects are deleted afterwards.
  *
  *   s3bench -c CONFIG -s STORE_URL [-n COUNT] [-b SIZE] [-t THREADS] [-P PIDS]
+ *           [-r RANGE]
+ *
+ * With -r, a third phase reads the same objects in ranged GETs of RANGE
+ * bytes (the read-ahead of zerofs-fuse reads runs of frames within its
+ * segments), reported as "rget".
  *
  * Each phase also prints its request latencies ("put-latency: p50 ... ms")
  * and, with -P (comma-separated pids of the server's processes), the CPU
@@ -29,6 +34,7 @@
 struct job {
 	struct store *st;
 	int64_t count, size;
+	int64_t range, items; /* ranged GET size; requests in this phase */
 	int threads, failed;
 	const char *op;
 	char *buf;
@@ -53,15 +59,21 @@ static void *worker(void *arg)
 		pthread_mutex_lock(&j->lock);
 		i = j->next++;
 		pthread_mutex_unlock(&j->lock);
-		if (i >= j->count)
+		if (i >= j->items)
 			break;
-		snprintf(key, sizeof(key), "s3bench/%08" PRId64, i);
+		int64_t per = j->range ? j->size / j->range : 1;
+		snprintf(key, sizeof(key), "s3bench/%08" PRId64,
+			 strcmp(j->op, "rget") == 0 ? i / per : i);
 		uint64_t t0 = util_now_ns();
 		if (strcmp(j->op, "put") == 0) {
 			rc = store_put(j->st, key, mine, (size_t)j->size, 0);
 		} else if (strcmp(j->op, "get") == 0) {
 			ssize_t n = store_get(j->st, key, 0, (size_t)j->size, mine);
 			rc = n == j->size ? 0 : n < 0 ? (int)n : -EIO;
+		} else if (strcmp(j->op, "rget") == 0) {
+			ssize_t n = store_get(j->st, key, (uint64_t)((i % per) * j->range),
+					      (size_t)j->range, mine);
+			rc = n == j->range ? 0 : n < 0 ? (int)n : -EIO;
 		} else {
 			rc = store_del(j->st, key);
 		}
@@ -120,6 +132,7 @@ static double run(struct job *j, const char *op)
 
 	j->op = op;
 	j->next = 0;
+	j->items = strcmp(op, "rget") == 0 ? j->count * (j->size / j->range) : j->count;
 	for (int i = 0; i < j->threads; i++)
 		pthread_create(&tid[i], NULL, worker, j);
 	for (int i = 0; i < j->threads; i++)
@@ -136,7 +149,7 @@ int main(int argc, char **argv)
 	double secs, mib;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "c:s:n:b:t:P:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:s:n:b:t:P:r:")) != -1) {
 		switch (opt) {
 		case 'c':
 			conf = optarg;
@@ -154,6 +167,10 @@ int main(int argc, char **argv)
 		case 't':
 			j.threads = atoi(optarg);
 			break;
+		case 'r':
+			if (cfg_parse_size(optarg, &j.range) < 0 || j.range <= 0)
+				return 2;
+			break;
 		case 'P':
 			for (char *tok = strtok(optarg, ","); tok && nserver < 64;
 			     tok = strtok(NULL, ","))
@@ -161,12 +178,15 @@ int main(int argc, char **argv)
 			break;
 		default:
 			fprintf(stderr, "usage: s3bench -c CONFIG -s STORE_URL [-n COUNT] "
-					"[-b SIZE] [-t THREADS] [-P PIDS]\n");
+					"[-b SIZE] [-t THREADS] [-P PIDS] [-r RANGE]\n");
 			return 2;
 		}
 	}
-	if (!url || j.threads < 1 || j.threads > 256 || j.count < 1)
+	if (!url || j.threads < 1 || j.threads > 256 || j.count < 1 ||
+	    (j.range && (j.range > j.size || j.size % j.range))) {
+		fprintf(stderr, "s3bench: RANGE must divide SIZE\n");
 		return 2;
+	}
 	log_init("s3bench", 0, LOG_WARNING);
 	if (cfg_init(&c) < 0 || (conf && cfg_load_file(&c, conf, err, sizeof(err)) < 0) ||
 	    cfg_set(&c, "store", url, err, sizeof(err)) < 0) {
@@ -183,20 +203,22 @@ int main(int argc, char **argv)
 		j.buf[i] = (char)(i * 2654435761u >> 13);
 	pthread_mutex_init(&j.lock, NULL);
 	mib = (double)j.count * (double)j.size / (1024.0 * 1024.0);
-	j.lat = calloc((size_t)j.count, sizeof(*j.lat));
+	j.lat = calloc((size_t)(j.range ? j.count * (j.size / j.range) : j.count),
+		       sizeof(*j.lat));
 	if (!j.lat)
 		return 1;
-	for (int ph = 0; ph < 2; ph++) {
-		const char *op = ph ? "get" : "put";
+	static const char *const phases[] = { "put", "get", "rget" };
+	for (int ph = 0; ph < (j.range ? 3 : 2); ph++) {
+		const char *op = phases[ph];
 		double s0 = server_cpu(), c0 = cpu_of(0);
 		secs = run(&j, op);
 		double s1 = server_cpu(), c1 = cpu_of(0), gib = mib / 1024.0;
-		printf("%s: %" PRId64 " x %" PRId64 " bytes, %d threads: %.1f MiB/s\n", op, j.count,
-		       j.size, j.threads, mib / secs);
-		qsort(j.lat, (size_t)j.count, sizeof(*j.lat), cmp_double);
-		printf("%s-latency: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", op,
-		       j.lat[j.count / 2] * 1e3, j.lat[j.count * 9 / 10] * 1e3,
-		       j.lat[j.count * 99 / 100] * 1e3);
+		int64_t n = j.items;
+		printf("%s: %" PRId64 " x %" PRId64 " bytes, %d threads: %.1f MiB/s\n", op, n,
+		       j.size * j.count / n, j.threads, mib / secs);
+		qsort(j.lat, (size_t)n, sizeof(*j.lat), cmp_double);
+		printf("%s-latency: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", op, j.lat[n / 2] * 1e3,
+		       j.lat[n * 9 / 10] * 1e3, j.lat[n * 99 / 100] * 1e3);
 		if (nserver)
 			printf("%s-cpu: server %.2f s/GiB, client %.2f s/GiB\n", op,
 			       (s1 - s0) / gib, (c1 - c0) / gib);
