@@ -660,7 +660,11 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 	 * used least recently; of the same file's once it has RA_PER_FILE,
 	 * so that a random reader cannot spread near-misses over many streams
 	 * and start read-ahead by chance. */
-	const uint64_t window = (uint64_t)RA_CHUNK * RA_RUNS;
+	/* At most a quarter of the cache ahead: what is read ahead must still
+	 * be there when the reader comes (a small cache_size shrinks it). */
+	const uint64_t window = MAX((uint64_t)RA_CHUNK,
+				    MIN((uint64_t)RA_CHUNK * RA_RUNS,
+					d->p.cache_size / DATA_BLOCK_SIZE / 4));
 	struct ra_stream *s = NULL, *oldest = &d->streams[0], *oldest_mine = NULL;
 	int exact = 0, near = 0, mine = 0;
 	for (int i = 0; i < RA_STREAMS && !exact; i++) {
