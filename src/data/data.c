@@ -80,8 +80,9 @@ struct inflight {
 
 struct ra_stream {
 	uint64_t ino, last, next;
-	int hits;      /* reads that continued the stream */
-	uint64_t used; /* d->ra_tick of its last read: the oldest is replaced */
+	int hits;         /* reads that continued the stream */
+	uint64_t used;    /* d->ra_tick of its last read: the oldest is replaced */
+	uint64_t seen_ns; /* when it was last read */
 };
 
 struct data {
@@ -660,11 +661,6 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 	 * used least recently; of the same file's once it has RA_PER_FILE,
 	 * so that a random reader cannot spread near-misses over many streams
 	 * and start read-ahead by chance. */
-	/* At most a quarter of the cache ahead: what is read ahead must still
-	 * be there when the reader comes (a small cache_size shrinks it). */
-	const uint64_t window = MAX((uint64_t)RA_CHUNK,
-				    MIN((uint64_t)RA_CHUNK * RA_RUNS,
-					d->p.cache_size / DATA_BLOCK_SIZE / 4));
 	struct ra_stream *s = NULL, *oldest = &d->streams[0], *oldest_mine = NULL;
 	int exact = 0, near = 0, mine = 0;
 	for (int i = 0; i < RA_STREAMS && !exact; i++) {
@@ -690,11 +686,22 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 		*v = (struct ra_stream){.ino = ino, .last = last, .used = d->ra_tick};
 		return;
 	}
+	uint64_t now = util_now_ns();
 	s->used = d->ra_tick;
+	s->seen_ns = now;
 	s->hits = exact ? MAX(s->hits, 2) : s->hits + 1;
 	s->last = MAX(s->last, last);
 	if (s->hits < 2)
 		return;
+	/* What is read ahead must still be cached when its reader comes: the
+	 * streams read in the last second share half of the cache (a small
+	 * cache_size, or many readers, shrink each one's window). */
+	uint64_t active = 0;
+	for (int i = 0; i < RA_STREAMS; i++)
+		active += d->streams[i].hits >= 2 && now - d->streams[i].seen_ns < 1000000000ULL;
+	const uint64_t window =
+		MAX((uint64_t)RA_CHUNK, MIN((uint64_t)RA_CHUNK * RA_RUNS,
+					    d->p.cache_size / DATA_BLOCK_SIZE / 2 / MAX(active, 1)));
 	uint64_t horizon = s->last + window;
 	if (s->next <= s->last)
 		s->next = s->last + 1;
