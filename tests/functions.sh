@@ -102,8 +102,11 @@ assert_eq()
 _port_in_use()
 {
 	local hex
-	hex=$(printf ':%04X ' "$1")
-	cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '{ print $2 " " }' | grep -q "$hex"
+	hex=$(printf ':%04X' "$1")
+	# One process reads to the end: with pipefail, "| grep -q" could make
+	# an earlier stage die of SIGPIPE and turn a match into "not in use".
+	awk -v p="$hex" 'substr($2, length($2) - 4) == p { found = 1 } END { exit !found }' \
+		/proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
 
 pick_port()
