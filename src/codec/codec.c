@@ -38,6 +38,7 @@
 #include <limits.h>
 #include <lz4.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <string.h>
 
@@ -315,30 +316,60 @@ static size_t try_compress(const void *plain, size_t plen, uint8_t *dst)
 	return n > 0 ? (size_t)n : 0;
 }
 
-/* AES-256-GCM context for one frame: its key derived from the data key and
- * nonce[0..15], its IV nonce[16..23] | 0, the AD already fed.  NULL when
- * OpenSSL fails (out of memory). */
+/* Each thread keeps one AES-256-GCM context, set up with the cipher once
+ * and only re-keyed per frame: no allocation and no cipher lookup on the
+ * write and read paths.  Freed when the thread exits. */
+static pthread_key_t gcm_tls;
+static pthread_once_t gcm_tls_once = PTHREAD_ONCE_INIT;
+static int gcm_tls_err;
+
+static void gcm_ctx_free(void *ctx)
+{
+	EVP_CIPHER_CTX_free(ctx);
+}
+
+static void gcm_tls_create(void)
+{
+	gcm_tls_err = pthread_key_create(&gcm_tls, gcm_ctx_free);
+}
+
+static EVP_CIPHER_CTX *gcm_thread_ctx(void)
+{
+	if (pthread_once(&gcm_tls_once, gcm_tls_create) != 0 || gcm_tls_err)
+		return NULL;
+	EVP_CIPHER_CTX *ctx = pthread_getspecific(gcm_tls);
+	if (ctx)
+		return ctx;
+	ctx = EVP_CIPHER_CTX_new();
+	if (ctx && (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL, 1) != 1 ||
+		    pthread_setspecific(gcm_tls, ctx) != 0)) {
+		EVP_CIPHER_CTX_free(ctx);
+		ctx = NULL;
+	}
+	return ctx;
+}
+
+/* This thread's AES-256-GCM context, keyed for one frame: its key derived
+ * from the data key and nonce[0..15], its IV nonce[16..23] | 0, the AD
+ * already fed.  NULL when OpenSSL fails (out of memory). */
 static EVP_CIPHER_CTX *gcm_begin(const struct seal_key *key, const uint8_t *nonce, int enc,
 				 const void *ad, size_t adlen)
 {
 	unsigned char fk[SEAL_KEY_BYTES];
 	uint8_t iv[GCM_IV_BYTES] = { 0 };
-	EVP_CIPHER_CTX *ctx;
+	EVP_CIPHER_CTX *ctx = gcm_thread_ctx();
 	int ok, n;
 
+	if (!ctx)
+		return NULL;
 	crypto_generichash_blake2b_salt_personal(fk, sizeof(fk), nonce, GCM_KEY_IN_BYTES, key->k,
 						 SEAL_KEY_BYTES, NULL, gcm_personal);
 	memcpy(iv, nonce + GCM_KEY_IN_BYTES, SEAL_NONCE_BYTES - GCM_KEY_IN_BYTES);
-	ctx = EVP_CIPHER_CTX_new();
-	ok = ctx && EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, fk, iv, enc) == 1 &&
+	ok = EVP_CipherInit_ex(ctx, NULL, NULL, fk, iv, enc) == 1 &&
 	     (adlen == 0 || (adlen <= INT_MAX &&
 			     EVP_CipherUpdate(ctx, NULL, &n, ad, (int)adlen) == 1));
 	sodium_memzero(fk, sizeof(fk));
-	if (!ok) {
-		EVP_CIPHER_CTX_free(ctx);
-		return NULL;
-	}
-	return ctx;
+	return ok ? ctx : NULL;
 }
 
 /* Feed len bytes through a GCM context (in may equal out): EVP counts in
@@ -376,13 +407,13 @@ static int aead_seal(const struct seal_key *key, const uint8_t *nonce, uint8_t *
 		return -ENOMEM;
 	ok = gcm_update(ctx, c, m, mlen) == 0 && EVP_CipherFinal_ex(ctx, c + mlen, &n) == 1 &&
 	     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, SEAL_TAG_BYTES, tag) == 1;
-	EVP_CIPHER_CTX_free(ctx);
 	return ok ? 0 : -ENOMEM;
 }
 
-/* Decrypt and authenticate mlen bytes of c into m (m may equal c).  0, or
- * -EBADMSG, with m then holding zeros (or untouched), never plaintext that
- * failed authentication. */
+/* Decrypt and authenticate mlen bytes of c into m (m may equal c).  0,
+ * -EBADMSG when authentication fails, with m then holding zeros (or
+ * untouched), never plaintext that failed authentication; -ENOMEM when
+ * OpenSSL cannot set up the cipher (m untouched): not the frame's fault. */
 static int aead_open(const struct seal_key *key, const uint8_t *nonce, uint8_t *m,
 		     const uint8_t *c, size_t mlen, const void *ad, size_t adlen,
 		     const uint8_t tag[SEAL_TAG_BYTES])
@@ -398,12 +429,11 @@ static int aead_open(const struct seal_key *key, const uint8_t *nonce, uint8_t *
 			       : -EBADMSG;
 	ctx = gcm_begin(key, nonce, 0, ad, adlen);
 	if (!ctx)
-		return -EBADMSG;
+		return -ENOMEM;
 	memcpy(t, tag, sizeof(t)); /* the tag may sit where m is written */
 	ok = gcm_update(ctx, m, c, mlen) == 0 &&
 	     EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, SEAL_TAG_BYTES, t) == 1 &&
 	     EVP_CipherFinal_ex(ctx, m + mlen, &n) == 1;
-	EVP_CIPHER_CTX_free(ctx);
 	if (!ok) {
 		sodium_memzero(m, mlen);
 		return -EBADMSG;
@@ -452,8 +482,9 @@ ssize_t seal_frame_decode(const struct seal_key *key, const void *ad, size_t adl
 	if (flen < FRAME_OVERHEAD)
 		return -EBADMSG;
 	mlen = flen - SEAL_NONCE_BYTES - SEAL_TAG_BYTES;
-	if (aead_open(key, nonce, hdr, hdr, mlen, ad, adlen, hdr + mlen) < 0)
-		return -EBADMSG;
+	int r = aead_open(key, nonce, hdr, hdr, mlen, ad, adlen, hdr + mlen);
+	if (r < 0)
+		return r;
 	psize = mlen - SEAL_HDR_BYTES;
 	plen = get_le32(hdr + 1);
 	if (hdr[0] != 0 && hdr[0] != SEAL_FLAG_LZ4)
@@ -490,8 +521,9 @@ ssize_t seal_frame_decode_direct(const struct seal_key *key, const void *ad, siz
 	psize = mlen - SEAL_HDR_BYTES;
 	if (psize > outcap) /* too big either way: the in-place path says which error */
 		return seal_frame_decode(key, ad, adlen, frame, flen, out, outcap);
-	if (aead_open(key, nonce, m, c, mlen, ad, adlen, c + mlen) < 0)
-		return -EBADMSG;
+	int r = aead_open(key, nonce, m, c, mlen, ad, adlen, c + mlen);
+	if (r < 0)
+		return r;
 	plen = get_le32(m + 1);
 	int rc = 0;
 	if (m[0] != 0 && m[0] != SEAL_FLAG_LZ4)

@@ -26,8 +26,9 @@
  * is always XChaCha20-Poly1305).  A filesystem using XChaCha20-Poly1305 keeps
  * a version 1 key object, so older programs still read it.
  *
- * Locking: no shared state; every function is thread-safe.  seal_init must
- * run once before the others. */
+ * Locking: no shared state (each thread keeps its own AES-GCM context);
+ * every function is thread-safe.  seal_init must run once before the
+ * others. */
 #ifndef ZEROFS_CODEC_H
 #define ZEROFS_CODEC_H
 
@@ -114,7 +115,8 @@ ssize_t seal_frame_encode(const struct seal_key *key, const void *ad, size_t adl
 /* Open a frame.  frame is used as scratch and is clobbered.  Writes the
  * plaintext into out (capacity outcap) and returns its length; -EBADMSG when
  * authentication fails or the frame is malformed (never partial output),
- * -EOVERFLOW when outcap is too small. */
+ * -EOVERFLOW when outcap is too small, -ENOMEM when the cipher could not be
+ * set up (the frame may well be sound: report it as such). */
 ssize_t seal_frame_decode(const struct seal_key *key, const void *ad, size_t adlen,
 			  void *frame, size_t flen, void *out, size_t outcap);
 /* The same, decrypting straight into out, which must have SEAL_HDR_BYTES

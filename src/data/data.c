@@ -462,6 +462,8 @@ static int decode_frame_at(struct data *d, uint64_t ino, const struct idx_extent
 						      out, DATA_BLOCK_SIZE)
 			   : seal_frame_decode(&d->key, ad, sizeof(ad), frame, e->len, out,
 					       DATA_BLOCK_SIZE);
+	if (n == -ENOMEM)
+		return -ENOMEM;
 	if (n < 0 || (uint32_t)n != e->plen) {
 		char key[64];
 		seg_key(key, sizeof(key), e->seg);
@@ -1395,6 +1397,8 @@ int data_parse_segment(const struct seal_key *key, uint64_t seg, uint8_t *obj,
 	uint8_t ad[SEAL_AD_BYTES];
 	seal_ad_meta(ad, 'T', seg);
 	ssize_t n = seal_frame_decode(key, ad, sizeof(ad), obj + toff, tlen, t, cap);
+	if (n == -ENOMEM)
+		return -ENOMEM;
 	if (n < 4 || (size_t)n != 4 + (size_t)get_le32(t) * 28) {
 		log_error("object %s: its trailer failed authentication", name);
 		return -EUCLEAN;
@@ -1430,6 +1434,8 @@ int data_open_frame(const struct seal_key *key, uint64_t seg, uint32_t frame,
 	seal_ad_data(ad, seg, frame, f->ino, f->blk);
 	ssize_t n = seal_frame_decode(key, ad, sizeof(ad), obj + f->off, f->len, out,
 				      DATA_BLOCK_SIZE);
+	if (n == -ENOMEM)
+		return -ENOMEM;
 	if (n < 0 || (uint32_t)n != f->plen) {
 		char name[64];
 		seg_key(name, sizeof(name), seg);

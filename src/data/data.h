@@ -171,14 +171,15 @@ struct data_frame {
 
 /* Check the footer of segment object obj and open its trailer: *frames
  * (malloc'd) gets its *n frames.  -EUCLEAN (logged, naming the object) when
- * it is damaged.  Decoding works in place: the trailer bytes of obj are
+ * it is damaged, -ENOMEM when memory (or the cipher) fails.  Decoding works in place: the trailer bytes of obj are
  * overwritten (and each frame by data_open_frame). */
 int data_parse_segment(const struct seal_key *key, uint64_t seg, uint8_t *obj,
 		       size_t len, struct data_frame **frames, uint32_t *n);
 
 /* Authenticate and decode frame number frame (f, from the trailer) of
  * segment seg into out (DATA_BLOCK_SIZE bytes).  -EIO, logged, naming the
- * object, when it fails. */
+ * object, when it fails authentication; -ENOMEM when the cipher cannot be set
+ * up. */
 int data_open_frame(const struct seal_key *key, uint64_t seg, uint32_t frame,
 		    const struct data_frame *f, uint8_t *obj, uint8_t *out);
 

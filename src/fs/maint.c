@@ -798,8 +798,13 @@ int fs_scrub(struct fs *fs, FILE *out, fs_progress_fn progress, void *arg)
 				problems++;
 				continue;
 			}
-			if (data_open_frame(&fs->key, s->seg, k, &fr[k], obj, plain) == 0)
+			int o = data_open_frame(&fs->key, s->seg, k, &fr[k], obj, plain);
+			if (o == 0)
 				continue;
+			if (o == -ENOMEM) {
+				rc = o; /* not a finding */
+				goto out;
+			}
 			if (!live) {
 				fprintf(out, "scrub: %s frame %u is damaged (unused data; harmless)\n",
 					name, k);

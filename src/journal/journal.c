@@ -278,6 +278,10 @@ static int meta_get(struct store *st, const struct seal_key *key, char kind, uin
 	uint8_t ad[SEAL_AD_BYTES];
 	seal_ad_meta(ad, kind, seq);
 	ssize_t n = seal_frame_decode(key, ad, sizeof(ad), obj + 8, len - 8, plain, plen);
+	if (n == -ENOMEM) {
+		free(plain);
+		return -ENOMEM;
+	}
 	if (n < 0 || (uint64_t)n != plen) {
 		log_error("%s is damaged: it failed authentication", name);
 		free(plain);
@@ -1197,6 +1201,10 @@ int jnl_snapshot_get(struct store *st, const struct seal_key *key, const char *n
 	uint8_t ad[SEAL_AD_BYTES];
 	seal_ad_meta(ad, 'S', snap_ad_seq(name));
 	ssize_t n = seal_frame_decode(key, ad, sizeof(ad), obj + 8, len - 8, plain, plen);
+	if (n == -ENOMEM) {
+		free(plain);
+		return -ENOMEM;
+	}
 	if (n < 0 || (uint64_t)n != plen || memcmp(plain, SNAP_MAGIC, 4) != 0 ||
 	    get_le32(plain + 4) != SNAP_VERSION) {
 		log_error("%s is damaged: it failed authentication", okey);
