@@ -671,48 +671,48 @@ Test(codec, keyfile_rewrap_keeps_data_key)
 	}
 }
 
-/* A key object made once by this code (version 1) with the minimum KDF
- * cost: pins the key object layout, its AD and the Argon2id parameters. */
-Test(codec, stored_keyfile)
+/* Open a committed key object made once by this code and check the data
+ * key, cipher and fsid it gives. */
+static void check_stored_keyfile(const char *hex, size_t size, const char *key_hex,
+				 enum seal_cipher cipher, const char *fsid_hex)
 {
-	static const char hex[] = "5a45524f46534b310100000001000000000000000020000000000000cbbf5aa8"
-				  "d05833e014dc9d5a128d1f86b2e1cd489f6222af416f9c55c92d103513498079"
-				  "423de8f2930a0dacd4bb526b7a0cc1fb5612a0d0c5db7394a3dae1182ce7dd29"
-				  "00786acecdf1926dfc21a9aab2052f3532369a724f600dad4fe93fe0a7240182"
-				  "f97b2d7c";
 	uint8_t blob[SEAL_KEYFILE_BYTES], want_key[SEAL_KEY_BYTES], want_fsid[SEAL_FSID_BYTES];
 	uint8_t fsid[SEAL_FSID_BYTES];
 	struct seal_key key;
 
-	cr_assert_eq(unhex(hex, blob, sizeof(blob)), SEAL_KEYFILE_V1_BYTES);
-	unhex("6e2cc18e55ff4758f567612277d7800af448fb87cf6be3be3e7fedbb4dc06ec0", want_key,
-	      sizeof(want_key));
-	unhex("b2e1cd489f6222af416f9c55c92d1035", want_fsid, sizeof(want_fsid));
-	cr_assert_eq(seal_keyfile_open(blob, SEAL_KEYFILE_V1_BYTES, PW, PWLEN, &key, fsid), 0);
+	cr_assert_eq(unhex(hex, blob, sizeof(blob)), size);
+	unhex(key_hex, want_key, sizeof(want_key));
+	unhex(fsid_hex, want_fsid, sizeof(want_fsid));
+	cr_assert_eq(seal_keyfile_open(blob, size, PW, PWLEN, &key, fsid), 0);
 	cr_assert_arr_eq(key.k, want_key, SEAL_KEY_BYTES);
-	cr_assert_eq(key.cipher, SEAL_XCHACHA20POLY1305);
+	cr_assert_eq(key.cipher, cipher);
 	cr_assert_arr_eq(fsid, want_fsid, SEAL_FSID_BYTES);
+}
+
+/* A key object made once by this code (version 1) with the minimum KDF
+ * cost: pins the key object layout, its AD and the Argon2id parameters. */
+Test(codec, stored_keyfile)
+{
+	check_stored_keyfile("5a45524f46534b310100000001000000000000000020000000000000cbbf5aa8"
+			     "d05833e014dc9d5a128d1f86b2e1cd489f6222af416f9c55c92d103513498079"
+			     "423de8f2930a0dacd4bb526b7a0cc1fb5612a0d0c5db7394a3dae1182ce7dd29"
+			     "00786acecdf1926dfc21a9aab2052f3532369a724f600dad4fe93fe0a7240182"
+			     "f97b2d7c",
+			     SEAL_KEYFILE_V1_BYTES,
+			     "6e2cc18e55ff4758f567612277d7800af448fb87cf6be3be3e7fedbb4dc06ec0",
+			     SEAL_XCHACHA20POLY1305, "b2e1cd489f6222af416f9c55c92d1035");
 }
 
 /* A version 2 key object (AES-256-GCM) made once by this code with the
  * minimum KDF cost: pins its layout, the cipher field and its AD. */
 Test(codec, stored_keyfile_v2)
 {
-	static const char hex[] = "5a45524f46534b310200000001000000000000000020000000000000c656e30c"
-				  "095a39f2827ed6d11387a0f308889e5076c3d2d8836d376a207acb4602000000"
-				  "a36c4146cbdbc2005683e89f3af38851c25997e1f6ec834a42690e162a939cc2"
-				  "3530b8b28e9637669c967a361d1c4b7b949ddedde96cb98370019ee9b0078e8c"
-				  "2c287ab697d74602";
-	uint8_t blob[SEAL_KEYFILE_BYTES], want_key[SEAL_KEY_BYTES], want_fsid[SEAL_FSID_BYTES];
-	uint8_t fsid[SEAL_FSID_BYTES];
-	struct seal_key key;
-
-	cr_assert_eq(unhex(hex, blob, sizeof(blob)), SEAL_KEYFILE_BYTES);
-	unhex("7ab18c7c1f038b10ed51ea3d54083424d838e6376cb910e7c0942b1cc9c52a2b", want_key,
-	      sizeof(want_key));
-	unhex("08889e5076c3d2d8836d376a207acb46", want_fsid, sizeof(want_fsid));
-	cr_assert_eq(seal_keyfile_open(blob, sizeof(blob), PW, PWLEN, &key, fsid), 0);
-	cr_assert_arr_eq(key.k, want_key, SEAL_KEY_BYTES);
-	cr_assert_eq(key.cipher, SEAL_AES256GCM);
-	cr_assert_arr_eq(fsid, want_fsid, SEAL_FSID_BYTES);
+	check_stored_keyfile("5a45524f46534b310200000001000000000000000020000000000000c656e30c"
+			     "095a39f2827ed6d11387a0f308889e5076c3d2d8836d376a207acb4602000000"
+			     "a36c4146cbdbc2005683e89f3af38851c25997e1f6ec834a42690e162a939cc2"
+			     "3530b8b28e9637669c967a361d1c4b7b949ddedde96cb98370019ee9b0078e8c"
+			     "2c287ab697d74602",
+			     SEAL_KEYFILE_BYTES,
+			     "7ab18c7c1f038b10ed51ea3d54083424d838e6376cb910e7c0942b1cc9c52a2b",
+			     SEAL_AES256GCM, "08889e5076c3d2d8836d376a207acb46");
 }
