@@ -80,9 +80,8 @@ struct inflight {
 
 struct ra_stream {
 	uint64_t ino, last, next;
-	int hits;         /* reads that continued the stream */
-	uint64_t used;    /* d->ra_tick of its last read: the oldest is replaced */
-	uint64_t seen_ns; /* when it was last read */
+	int hits;      /* reads that continued the stream */
+	uint64_t used; /* when it was last read (ns; 0: free): the oldest is replaced */
 };
 
 struct data {
@@ -118,7 +117,6 @@ struct data {
 	int raq_head, raq_n;
 	struct inflight infl[RA_SLOTS];
 	struct ra_stream streams[RA_STREAMS];
-	uint64_t ra_tick;
 	pthread_cond_t ra_work; /* read-ahead queued, or stop */
 	pthread_cond_t ra_done; /* a ranged read finished */
 	pthread_t ra_threads[RA_THREADS];
@@ -682,15 +680,13 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 			near = 1;
 		}
 	}
-	d->ra_tick++;
+	uint64_t now = util_now_ns();
 	if (!s) {
 		struct ra_stream *v = mine >= RA_PER_FILE ? oldest_mine : oldest;
-		*v = (struct ra_stream){.ino = ino, .last = last, .used = d->ra_tick};
+		*v = (struct ra_stream){.ino = ino, .last = last, .used = now};
 		return;
 	}
-	uint64_t now = util_now_ns();
-	s->used = d->ra_tick;
-	s->seen_ns = now;
+	s->used = now;
 	s->hits = exact ? MAX(s->hits, 2) : s->hits + 1;
 	s->last = MAX(s->last, last);
 	if (s->hits < 2)
@@ -700,7 +696,7 @@ static void ra_note(struct data *d, uint64_t ino, uint64_t blk, uint64_t last)
 	 * cache_size, or many readers, shrink each one's window). */
 	uint64_t active = 0;
 	for (int i = 0; i < RA_STREAMS; i++)
-		active += d->streams[i].hits >= 2 && now - d->streams[i].seen_ns < 1000000000ULL;
+		active += d->streams[i].hits >= 2 && now - d->streams[i].used < 1000000000ULL;
 	const uint64_t window =
 		MAX((uint64_t)RA_CHUNK, MIN((uint64_t)RA_CHUNK * RA_RUNS,
 					    d->p.cache_size / DATA_BLOCK_SIZE / 2 / MAX(active, 1)));
