@@ -942,13 +942,21 @@ static int kdf_from_cfg(const struct cfg *cfg, struct seal_kdf *kdf)
 	return 0;
 }
 
+/* The cipher the configuration asks for; 0 for "auto" (cfg checked the
+ * name). */
+static enum seal_cipher cipher_from_cfg(const struct cfg *cfg)
+{
+	enum seal_cipher c;
+	return seal_cipher_parse(cfg->cipher, &c) == 0 ? c : 0;
+}
+
 static int mkfs_store(struct store *st, const struct cfg *cfg, const char *password)
 {
 	struct seal_kdf kdf;
 	kdf_from_cfg(cfg, &kdf);
-	enum seal_cipher cipher = seal_cipher_default();
-	if (strcmp(cfg->cipher, "auto") != 0 && seal_cipher_parse(cfg->cipher, &cipher) < 0)
-		return -EINVAL; /* cfg checked the name already */
+	enum seal_cipher cipher = cipher_from_cfg(cfg);
+	if (!cipher)
+		cipher = seal_cipher_default();
 	struct seal_key key;
 	uint8_t fsid[SEAL_FSID_BYTES];
 	uint8_t blob[SEAL_KEYFILE_BYTES];
@@ -1195,9 +1203,8 @@ static int open_key(struct fs *fs, const struct cfg *cfg, const char *password,
 	if (rc < 0)
 		return rc;
 	sodium_bin2hex(fs->fsid_hex, sizeof(fs->fsid_hex), fsid, sizeof(fsid));
-	enum seal_cipher want;
-	if (strcmp(cfg->cipher, "auto") != 0 && seal_cipher_parse(cfg->cipher, &want) == 0 &&
-	    want != fs->key.cipher)
+	enum seal_cipher want = cipher_from_cfg(cfg);
+	if (want && want != fs->key.cipher)
 		log_warn("cipher = %s applies to new stores only: %s keeps %s", cfg->cipher,
 			 fs->st->url, seal_cipher_name(fs->key.cipher));
 	return 0;
