@@ -4,11 +4,19 @@
  * The objects are deleted afterwards.
  *
  *   s3bench -c CONFIG -s STORE_URL [-n COUNT] [-b SIZE] [-t THREADS] [-P PIDS]
- *           [-r RANGE]
+ *           [-r RANGE] [-m]
  *
  * With -r, a third phase reads the same objects in ranged GETs of RANGE
  * bytes (the read-ahead of zerofs-fuse reads runs of frames within its
  * segments), reported as "rget".
+ *
+ * With -m, a last phase ("mget") models the least that a reader through a
+ * filesystem's page cache must do with each object it GETs whole: one AEAD
+ * pass (AES-256-GCM over 64 KiB pieces, as zerofs-fuse's frames) writing
+ * into memory of its own that no earlier object used, as a cold read fills
+ * new page-cache pages (on VMs that hand freed pages back to the host, the
+ * first touch of a page costs several times a copy).  Its ratio to "get"
+ * bounds the cold-read ratio of any such reader on the machine.
  *
  * Each phase also prints its request latencies ("put-latency: p50 ... ms")
  * and, with -P (comma-separated pids of the server's processes), the CPU
@@ -23,8 +31,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <syslog.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "cfg.h"
 #include "common/util.h"
@@ -41,16 +52,45 @@ struct job {
 	pthread_mutex_t lock;
 	int64_t next;
 	double *lat; /* seconds, one per request of the current phase */
+	unsigned char *fresh; /* mget: count x size bytes, mapped for the phase */
 };
+
+/* The "mget" model's work on an object of len bytes in buf: AES-256-GCM
+ * over each 64 KiB piece into out, memory not touched before.  0 or -EIO. */
+static int model_reader(EVP_CIPHER_CTX *ctx, const unsigned char *buf, size_t len,
+			unsigned char *out)
+{
+	static const unsigned char key[32] = { 1 }, iv[12] = { 2 };
+	const size_t piece = 64 * 1024;
+	unsigned char tag[16];
+	int outl, rc = 0;
+
+	for (size_t off = 0; off < len && rc == 0; off += piece) {
+		int n = (int)(len - off < piece ? len - off : piece);
+		if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, iv) != 1 ||
+		    EVP_EncryptUpdate(ctx, out + off, &outl, buf + off, n) != 1 ||
+		    EVP_EncryptFinal_ex(ctx, out + off + outl, &outl) != 1 ||
+		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) != 1)
+			rc = -EIO;
+	}
+	return rc;
+}
 
 static void *worker(void *arg)
 {
 	struct job *j = arg;
 	char *mine = malloc((size_t)j->size);
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	char key[64];
 
-	if (!mine)
+	if (!mine || !ctx) {
+		free(mine);
+		EVP_CIPHER_CTX_free(ctx);
+		pthread_mutex_lock(&j->lock);
+		j->failed = 1;
+		pthread_mutex_unlock(&j->lock);
 		return NULL;
+	}
 	memcpy(mine, j->buf, (size_t)j->size);
 	for (;;) {
 		int64_t i;
@@ -67,9 +107,12 @@ static void *worker(void *arg)
 		uint64_t t0 = util_now_ns();
 		if (strcmp(j->op, "put") == 0) {
 			rc = store_put(j->st, key, mine, (size_t)j->size, 0);
-		} else if (strcmp(j->op, "get") == 0) {
+		} else if (strcmp(j->op, "get") == 0 || strcmp(j->op, "mget") == 0) {
 			ssize_t n = store_get(j->st, key, 0, (size_t)j->size, mine);
 			rc = n == j->size ? 0 : n < 0 ? (int)n : -EIO;
+			if (rc == 0 && j->op[0] == 'm')
+				rc = model_reader(ctx, (const unsigned char *)mine, (size_t)n,
+						  j->fresh + i * j->size);
 		} else if (strcmp(j->op, "rget") == 0) {
 			ssize_t n = store_get(j->st, key, (uint64_t)((i % per) * j->range),
 					      (size_t)j->range, mine);
@@ -86,6 +129,7 @@ static void *worker(void *arg)
 		}
 	}
 	free(mine);
+	EVP_CIPHER_CTX_free(ctx);
 	return NULL;
 }
 
@@ -147,9 +191,9 @@ int main(int argc, char **argv)
 	char err[256];
 	struct cfg c;
 	double secs, mib;
-	int opt;
+	int opt, model = 0;
 
-	while ((opt = getopt(argc, argv, "c:s:n:b:t:P:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "c:s:n:b:t:P:r:m")) != -1) {
 		switch (opt) {
 		case 'c':
 			conf = optarg;
@@ -171,6 +215,9 @@ int main(int argc, char **argv)
 			if (cfg_parse_size(optarg, &j.range) < 0 || j.range <= 0)
 				return 2;
 			break;
+		case 'm':
+			model = 1;
+			break;
 		case 'P':
 			for (char *tok = strtok(optarg, ","); tok && nserver < 64;
 			     tok = strtok(NULL, ","))
@@ -178,7 +225,7 @@ int main(int argc, char **argv)
 			break;
 		default:
 			fprintf(stderr, "usage: s3bench -c CONFIG -s STORE_URL [-n COUNT] "
-					"[-b SIZE] [-t THREADS] [-P PIDS] [-r RANGE]\n");
+					"[-b SIZE] [-t THREADS] [-P PIDS] [-r RANGE] [-m]\n");
 			return 2;
 		}
 	}
@@ -207,15 +254,36 @@ int main(int argc, char **argv)
 		       sizeof(*j.lat));
 	if (!j.lat)
 		return 1;
-	static const char *const phases[] = { "put", "get", "rget" };
-	for (int ph = 0; ph < (j.range ? 3 : 2); ph++) {
+	const char *phases[4] = { "put", "get" };
+	int nph = 2;
+	double get_mibs = 0;
+	if (j.range)
+		phases[nph++] = "rget";
+	if (model)
+		phases[nph++] = "mget";
+	for (int ph = 0; ph < nph; ph++) {
 		const char *op = phases[ph];
+		size_t flen = (size_t)(j.count * j.size);
+		if (strcmp(op, "mget") == 0) {
+			j.fresh = mmap(NULL, flen, PROT_READ | PROT_WRITE,
+				       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (j.fresh == MAP_FAILED) {
+				perror("s3bench: mmap");
+				return 1;
+			}
+		}
 		double s0 = server_cpu(), c0 = cpu_of(0);
 		secs = run(&j, op);
 		double s1 = server_cpu(), c1 = cpu_of(0), gib = mib / 1024.0;
 		int64_t n = j.items;
 		printf("%s: %" PRId64 " x %" PRId64 " bytes, %d threads: %.1f MiB/s\n", op, n,
 		       j.size * j.count / n, j.threads, mib / secs);
+		if (strcmp(op, "get") == 0)
+			get_mibs = mib / secs;
+		if (strcmp(op, "mget") == 0) {
+			printf("mget/get: %.2f\n", mib / secs / get_mibs);
+			munmap(j.fresh, flen);
+		}
 		qsort(j.lat, (size_t)n, sizeof(*j.lat), cmp_double);
 		printf("%s-latency: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n", op, j.lat[n / 2] * 1e3,
 		       j.lat[n * 9 / 10] * 1e3, j.lat[n * 99 / 100] * 1e3);
