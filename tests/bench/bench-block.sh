@@ -16,16 +16,21 @@
 # and the page cache dropped (zerofs-fuse's own caches stay warm), 4 KiB
 # random read (libaio, iodepth 16, O_DIRECT) and 4 KiB random write (iodepth
 # 16, fsync every 64 writes) on a 256 MiB file.  Then PostgreSQL on the local
-# and fuse stacks (the data directory on that ext4): pgbench -i -s SCALE,
-# select-only and TPC-B (synchronous_commit=on, the default) runs of RUNTIME
-# seconds with 8 clients.  Last, a device file alone (no filesystem, no
-# nbdfuse): SIZE bytes written (durable at the end) and read back with 1 MiB
-# requests through FUSE (dd) and through NBD (nbdcopy -C 4).
+# and fuse stacks side by side (each data directory on an ext4 of its own,
+# two servers): pgbench -i -s SCALE, then PG_ROUNDS rounds that alternate
+# the stacks, each a select-only and a TPC-B (synchronous_commit=on, the
+# default) run of RUNTIME seconds with 8 clients; the ratios are taken
+# within each round and reported as medians with their range (this machine's
+# speed drifts by a third from one minute to the next).  Last, a device file
+# alone (no filesystem, no nbdfuse): SIZE bytes written (durable at the end)
+# and read back with 1 MiB requests through FUSE (dd) and through NBD
+# (nbdcopy -C 4).
 #
 #   tests/bench/bench-block.sh
 #
 # Environment: SIZE (sequential size, default 512M), RUNTIME (seconds of
 # each time-based run, default 15), SCALE (pgbench scale, default 10),
+# PG_ROUNDS (pgbench rounds, default 3),
 # STORE (the zerofs-fuse store, default a local directory store in the work
 # directory), ZEROFS_CONFIG (a config file for it, e.g. S3 settings), BUILD
 # (build tree, default the source tree).  Needs root, fio, nbdfuse, losetup,
@@ -38,6 +43,7 @@ ZEROFS=$top/zerofs-fuse
 SIZE=${SIZE:-512M}
 RUNTIME=${RUNTIME:-15}
 SCALE=${SCALE:-10}
+PG_ROUNDS=${PG_ROUNDS:-3}
 export ZEROFS_PASSWORD=${ZEROFS_PASSWORD:-bench}
 for c in fio nbdfuse losetup mkfs.ext4 python3; do
 	command -v "$c" >/dev/null || { echo "$c is needed" >&2; exit 1; }
@@ -60,12 +66,19 @@ chown postgres: "$work/run" 2>/dev/null || PGBIN=
 pid=
 nbdfuse_pid=
 loop=
+declare -A PGLOOP
 cleanup()
 {
 	set +e
-	if [ -n "$PGBIN" ] && [ -f "$IN/pgdata/postmaster.pid" ]; then
-		runuser -u postgres -- "$PGBIN/pg_ctl" -D "$IN/pgdata" -m immediate stop >/dev/null 2>&1
-	fi
+	local n
+	for n in "${!PGLOOP[@]}"; do
+		if [ -f "$work/pg-$n/pgdata/postmaster.pid" ]; then
+			runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg-$n/pgdata" \
+				-m immediate stop >/dev/null 2>&1
+		fi
+		mountpoint -q "$work/pg-$n" && umount_retry "$work/pg-$n"
+		losetup -d "${PGLOOP[$n]}"
+	done
 	mountpoint -q "$IN" && umount_retry "$IN"
 	[ -n "$loop" ] && losetup -d "$loop"
 	if [ -n "$nbdfuse_pid" ]; then
@@ -129,29 +142,39 @@ remount_ext4()
 # The pgbench figure of a run: its tps (without the connection time).
 pg_tps() { sed -n 's/^tps = \([0-9]*\)\.[0-9]* (without initial connection time)$/\1/p'; }
 as_pg() { runuser -u postgres -- "$@"; }
-pgbench_suite()
+# pg_setup NAME FILE PORT: ext4 on a loop device over FILE, a PostgreSQL
+# server on it listening on PORT, pgbench's tables, the cache warmed.
+pg_setup()
 {
-	local name=$1 out
-	[ -n "$PGBIN" ] || return 0
-	mkdir "$IN/pgdata"
-	chown postgres: "$IN/pgdata"
-	as_pg "$PGBIN/initdb" -D "$IN/pgdata" -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
+	local name=$1 file=$2 port=$3 dir=$work/pg-$1
+	echo "bench-block: $name: PostgreSQL on ext4 on a loop device over $file" >&2
+	PGLOOP[$name]=$(losetup -f --show --direct-io=on "$file")
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "${PGLOOP[$name]}"
+	mkdir -p "$dir"
+	mount -o noatime "${PGLOOP[$name]}" "$dir"
+	mkdir "$dir/pgdata"
+	chown postgres: "$dir/pgdata"
+	as_pg "$PGBIN/initdb" -D "$dir/pgdata" -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
 	touch "$work/pg-$name.log"
 	chown postgres: "$work/pg-$name.log"
-	as_pg "$PGBIN/pg_ctl" -D "$IN/pgdata" -l "$work/pg-$name.log" -w \
-		-o "-p 5439 -c listen_addresses= -c unix_socket_directories=$work/run -c shared_buffers=512MB" \
+	as_pg "$PGBIN/pg_ctl" -D "$dir/pgdata" -l "$work/pg-$name.log" -w \
+		-o "-p $port -c listen_addresses= -c unix_socket_directories=$work/run -c shared_buffers=512MB" \
 		start >/dev/null
-	export PGHOST=$work/run PGPORT=5439 PGUSER=postgres
-	as_pg "$PGBIN/pgbench" -i -q -s "$SCALE" postgres >/dev/null 2>&1
-	as_pg "$PGBIN/psql" -X -q -c checkpoint postgres
-	# Warm the cache once, then measure.
-	as_pg "$PGBIN/pgbench" -n -S -c 8 -j 2 -T 3 postgres >/dev/null
-	out=$(as_pg "$PGBIN/pgbench" -n -S -c 8 -j 2 -T "$RUNTIME" postgres)
-	R[$name.pg_select]=$(pg_tps <<<"$out")
-	out=$(as_pg "$PGBIN/pgbench" -n -c 8 -j 2 -T "$RUNTIME" postgres)
-	R[$name.pg_tpcb]=$(pg_tps <<<"$out")
-	as_pg "$PGBIN/pg_ctl" -D "$IN/pgdata" -m fast -w stop >/dev/null
+	pg_on "$port" as_pg "$PGBIN/pgbench" -i -q -s "$SCALE" postgres >/dev/null 2>&1
+	pg_on "$port" as_pg "$PGBIN/psql" -X -q -c checkpoint postgres
+	pg_on "$port" as_pg "$PGBIN/pgbench" -n -S -c 8 -j 2 -T 3 postgres >/dev/null
 }
+pg_on() { local port=$1; shift; PGHOST=$work/run PGPORT=$port PGUSER=postgres "$@"; }
+# pg_run PORT ARGS...: one pgbench run of RUNTIME seconds; prints its tps.
+pg_run()
+{
+	local port=$1
+	shift
+	pg_on "$port" as_pg "$PGBIN/pgbench" -n "$@" -c 8 -j 2 -T "$RUNTIME" postgres | pg_tps
+}
+ratio() { python3 -c "print('%.2f' % ($1 / max($2, 1e-9)))"; }
+median() { python3 -c "import statistics,sys; print('%.${2:-0}f' % statistics.median([float(x) for x in sys.argv[1].split()]))" "$1"; }
+spread() { python3 -c "import sys; v=[float(x) for x in sys.argv[1].split()]; print('%.2f-%.2f' % (min(v), max(v)))" "$1"; }
 
 declare -A R
 # suite NAME FILE [DIO]: ext4 on a loop device over FILE, fio, then pgbench.
@@ -170,7 +193,6 @@ suite()
 	R[$name.randread]=$(fio_iops randread)
 	R[$name.randwrite]=$(fio_iops randwrite)
 	rm -f "$IN/rand256m"
-	[ "$name" = nbd ] || pgbench_suite "$name"
 	umount_retry "$IN"
 	losetup -d "$loop"
 	loop=
@@ -202,6 +224,35 @@ fusermount3 -u "$NF"
 wait "$nbdfuse_pid"
 nbdfuse_pid=
 
+# PostgreSQL, local and fuse side by side, the rounds alternated.
+if [ -n "$PGBIN" ]; then
+	truncate -s 3G "$work/pg-local.img"
+	"$ZEROFS" device create -m "$M" pg.img 3G >/dev/null
+	pg_setup local "$work/pg-local.img" 5439
+	pg_setup fuse "$M/.nbd/pg.img" 5440
+	sel_l="" sel_f="" tpcb_l="" tpcb_f="" sel_r="" tpcb_r=""
+	for ((i = 1; i <= PG_ROUNDS; i++)); do
+		l=$(pg_run 5439 -S)
+		f=$(pg_run 5440 -S)
+		sel_l+=" $l" sel_f+=" $f" sel_r+=" $(ratio "$f" "$l")"
+		l=$(pg_run 5439)
+		f=$(pg_run 5440)
+		tpcb_l+=" $l" tpcb_f+=" $f" tpcb_r+=" $(ratio "$f" "$l")"
+		echo "bench-block: pgbench round $i: select-only local ${sel_l##* } fuse ${sel_f##* }," \
+			"TPC-B local $l fuse $f" >&2
+	done
+	R[local.pg_select]=$(median "$sel_l")
+	R[fuse.pg_select]=$(median "$sel_f")
+	R[local.pg_tpcb]=$(median "$tpcb_l")
+	R[fuse.pg_tpcb]=$(median "$tpcb_f")
+	for n in local fuse; do
+		as_pg "$PGBIN/pg_ctl" -D "$work/pg-$n/pgdata" -m fast -w stop >/dev/null
+		umount_retry "$work/pg-$n"
+		losetup -d "${PGLOOP[$n]}"
+		unset "PGLOOP[$n]"
+	done
+fi
+
 # The two paths to a device file alone, no filesystem and no nbdfuse on top:
 # SIZE bytes of random data written (durable at the end) and read back with
 # 1 MiB requests, through the FUSE file (dd, O_DIRECT for the read) and
@@ -224,7 +275,6 @@ echo 3 >/proc/sys/vm/drop_caches
 R[raw.fuse_read]=$(timed dd if="$M/.nbd/rawf.img" of=/dev/null bs=1M iflag=direct)
 R[raw.nbd_read]=$(timed nbdcopy -C 4 "nbd://127.0.0.1:$port/rawn.img" null:)
 
-ratio() { python3 -c "print('%.2f' % ($1 / max($2, 1e-9)))"; }
 printf '\n%-30s %10s %10s %6s %10s %6s\n' workload local fuse ratio nbd ratio
 for k in seqwrite:MiB/s seqread:MiB/s randread:IOPS randwrite:IOPS pg_select:tps pg_tpcb:tps; do
 	w=${k%%:*}
@@ -249,7 +299,8 @@ echo "NBD (nbdfuse -C 4, loop direct-io=$nbd_dio) / FUSE loop: seqwrite" \
 	"$(ratio "${R[nbd.seqwrite]}" "${R[fuse.seqwrite]}")," \
 	"seqread $(ratio "${R[nbd.seqread]}" "${R[fuse.seqread]}") (target >= 1)"
 if [ -n "${R[local.pg_select]:-}" ]; then
-	echo "pgbench select-only: $(ratio "${R[fuse.pg_select]}" "${R[local.pg_select]}") of local (target >= 0.9)"
-	echo "pgbench TPC-B, synchronous_commit=on: $(ratio "${R[fuse.pg_tpcb]}" "${R[local.pg_tpcb]}") of local (target >= 0.5)"
+	echo "pgbench select-only: $(median "$sel_r" 2) of local, rounds $(spread "$sel_r") (target >= 0.9)"
+	echo "pgbench TPC-B, synchronous_commit=on: $(median "$tpcb_r" 2) of local, rounds $(spread "$tpcb_r") (target >= 0.5)"
+	echo "(pgbench: medians of $PG_ROUNDS alternated rounds; the table shows median tps)"
 fi
 echo "SIZE=$SIZE RUNTIME=${RUNTIME}s SCALE=$SCALE store=$STORE; one run on a shared machine: noisy"
