@@ -5,7 +5,7 @@
 # segment-sized objects at 1, 4 and 8 threads) in the same run.  Each figure
 # is reported with its ratio to the ceiling.  Not a test: it asserts nothing.
 # Beside the cold read stands the ratio that a model reader reaches (s3bench
-# -m): no FUSE, no cache, just the GET and one decryption pass into pages
+# -m): no FUSE, no cache, just the GET and the codec opening each frame into pages
 # never touched before, which is what filling the page cache costs; on VMs
 # that hand freed memory back to their host that first touch is dear, and
 # no reader through the page cache can beat the model.
@@ -67,7 +67,7 @@ spread() { py "v=[$1]; print('%.2f-%.2f' % (min(v), max(v)))"; }
 # The ceiling: best PUT and GET over 1, 4 and 8 threads, 8 MiB objects (the
 # default segment size).  Sets best_put and best_get, and model_get: the
 # best, at 4 and 8 threads, that a reader through the page cache reaches on
-# this machine (s3bench -m: GET, one AEAD pass into never-touched memory).
+# this machine (s3bench -m: GET, each frame opened into never-touched memory).
 ceiling()
 {
 	local th out p g m

@@ -10,13 +10,15 @@
  * bytes (the read-ahead of zerofs-fuse reads runs of frames within its
  * segments), reported as "rget".
  *
- * With -m, a last phase ("mget") models the least that a reader through a
- * filesystem's page cache must do with each object it GETs whole: one AEAD
- * pass (AES-256-GCM over 64 KiB pieces, as zerofs-fuse's frames) writing
- * into memory of its own that no earlier object used, as a cold read fills
- * new page-cache pages (on VMs that hand freed pages back to the host, the
- * first touch of a page costs several times a copy).  Its ratio to "get"
- * bounds the cold-read ratio of any such reader on the machine.
+ * With -m, the objects are made of real frames (zerofs-fuse's codec, 64 KiB
+ * of random data each, sealed with the default cipher) and a last phase
+ * ("mget") models the least that a reader through a filesystem's page cache
+ * must do with each object it GETs whole: open every frame with the codec
+ * (seal_frame_decode_direct, as the read path does) into memory of its own
+ * that no earlier object used, as a cold read fills new page-cache pages (on
+ * VMs that hand freed pages back to the host, the first touch of a page
+ * costs several times a copy).  Its ratio to "get" bounds the cold-read
+ * ratio of any such reader on the machine.
  *
  * Each phase also prints its request latencies ("put-latency: p50 ... ms")
  * and, with -P (comma-separated pids of the server's processes), the CPU
@@ -35,9 +37,10 @@
 #include <syslog.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
+#include <sodium.h>
 
 #include "cfg.h"
+#include "codec/codec.h"
 #include "common/util.h"
 #include "log.h"
 #include "store/store.h"
@@ -53,39 +56,65 @@ struct job {
 	int64_t next;
 	double *lat; /* seconds, one per request of the current phase */
 	unsigned char *fresh; /* mget: count x size bytes, mapped for the phase */
+	/* -m: the frames every object holds. */
+	struct seal_key key;
+	size_t nframes;
+	uint32_t *foff, *flen;
 };
 
-/* The "mget" model's work on an object of len bytes in buf: AES-256-GCM
- * over each 64 KiB piece into out, memory not touched before.  0 or -EIO. */
-static int model_reader(EVP_CIPHER_CTX *ctx, const unsigned char *buf, size_t len,
-			unsigned char *out)
-{
-	static const unsigned char key[32] = { 1 }, iv[12] = { 2 };
-	const size_t piece = 64 * 1024;
-	unsigned char tag[16];
-	int outl, rc = 0;
+#define MODEL_BLOCK 65536 /* zerofs-fuse's DATA_BLOCK_SIZE */
 
-	for (size_t off = 0; off < len && rc == 0; off += piece) {
-		int n = (int)(len - off < piece ? len - off : piece);
-		if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, iv) != 1 ||
-		    EVP_EncryptUpdate(ctx, out + off, &outl, buf + off, n) != 1 ||
-		    EVP_EncryptFinal_ex(ctx, out + off + outl, &outl) != 1 ||
-		    EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, tag) != 1)
-			rc = -EIO;
+/* Fill buf (size bytes) with frames of MODEL_BLOCK random bytes sealed
+ * under j->key, random bytes after the last one.  0 or -errno. */
+static int make_frames(struct job *j, uint8_t *buf, size_t size)
+{
+	uint8_t plain[MODEL_BLOCK], ad[SEAL_AD_BYTES];
+	size_t bound = seal_frame_bound(MODEL_BLOCK), off = 0, cap = size / bound;
+
+	j->foff = calloc(cap ? cap : 1, sizeof(*j->foff));
+	j->flen = calloc(cap ? cap : 1, sizeof(*j->flen));
+	if (!j->foff || !j->flen)
+		return -ENOMEM;
+	while (off + bound <= size) {
+		randombytes_buf(plain, sizeof(plain));
+		seal_ad_data(ad, 1, (uint32_t)j->nframes, 1, j->nframes);
+		ssize_t n = seal_frame_encode(&j->key, ad, sizeof(ad), plain, sizeof(plain),
+					      buf + off, bound, 1);
+		if (n < 0)
+			return (int)n;
+		j->foff[j->nframes] = (uint32_t)off;
+		j->flen[j->nframes++] = (uint32_t)n;
+		off += (size_t)n;
 	}
-	return rc;
+	randombytes_buf(buf + off, size - off);
+	return 0;
+}
+
+/* The "mget" model's work on an object in obj (clobbered): open each frame
+ * into out, memory not touched before, each block with the SEAL_HDR_BYTES of
+ * room before it that the direct decode needs.  0 or -errno. */
+static int model_reader(struct job *j, uint8_t *obj, uint8_t *out)
+{
+	uint8_t ad[SEAL_AD_BYTES];
+
+	for (size_t f = 0; f < j->nframes; f++) {
+		seal_ad_data(ad, 1, (uint32_t)f, 1, f);
+		uint8_t *dst = out + f * (MODEL_BLOCK + 16) + 16;
+		ssize_t n = seal_frame_decode_direct(&j->key, ad, sizeof(ad), obj + j->foff[f],
+						     j->flen[f], dst, MODEL_BLOCK);
+		if (n != MODEL_BLOCK)
+			return n < 0 ? (int)n : -EIO;
+	}
+	return 0;
 }
 
 static void *worker(void *arg)
 {
 	struct job *j = arg;
 	char *mine = malloc((size_t)j->size);
-	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	char key[64];
 
-	if (!mine || !ctx) {
-		free(mine);
-		EVP_CIPHER_CTX_free(ctx);
+	if (!mine) {
 		pthread_mutex_lock(&j->lock);
 		j->failed = 1;
 		pthread_mutex_unlock(&j->lock);
@@ -111,8 +140,7 @@ static void *worker(void *arg)
 			ssize_t n = store_get(j->st, key, 0, (size_t)j->size, mine);
 			rc = n == j->size ? 0 : n < 0 ? (int)n : -EIO;
 			if (rc == 0 && j->op[0] == 'm')
-				rc = model_reader(ctx, (const unsigned char *)mine, (size_t)n,
-						  j->fresh + i * j->size);
+				rc = model_reader(j, (uint8_t *)mine, j->fresh + i * j->size);
 		} else if (strcmp(j->op, "rget") == 0) {
 			ssize_t n = store_get(j->st, key, (uint64_t)((i % per) * j->range),
 					      (size_t)j->range, mine);
@@ -129,7 +157,6 @@ static void *worker(void *arg)
 		}
 	}
 	free(mine);
-	EVP_CIPHER_CTX_free(ctx);
 	return NULL;
 }
 
@@ -246,8 +273,21 @@ int main(int argc, char **argv)
 	j.buf = malloc((size_t)j.size);
 	if (!j.buf)
 		return 1;
-	for (int64_t i = 0; i < j.size; i++)
-		j.buf[i] = (char)(i * 2654435761u >> 13);
+	if (model) {
+		/* Frames of 64 KiB each with 16 bytes of room before it must fit
+		 * in an object's share of the fresh memory: they do, as each
+		 * frame is larger than that. */
+		j.key.cipher = seal_cipher_default();
+		randombytes_buf(j.key.k, sizeof(j.key.k));
+		if (seal_init() < 0 || make_frames(&j, (uint8_t *)j.buf, (size_t)j.size) < 0 ||
+		    j.nframes == 0) {
+			fprintf(stderr, "s3bench: -m: cannot make frames (SIZE >= 64 KiB?)\n");
+			return 1;
+		}
+	} else {
+		for (int64_t i = 0; i < j.size; i++)
+			j.buf[i] = (char)(i * 2654435761u >> 13);
+	}
 	pthread_mutex_init(&j.lock, NULL);
 	mib = (double)j.count * (double)j.size / (1024.0 * 1024.0);
 	j.lat = calloc((size_t)(j.range ? j.count * (j.size / j.range) : j.count),
@@ -293,6 +333,8 @@ int main(int argc, char **argv)
 	}
 	run(&j, "del");
 	free(j.lat);
+	free(j.foff);
+	free(j.flen);
 	store_close(j.st);
 	free(j.buf);
 	cfg_free(&c);
