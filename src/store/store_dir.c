@@ -10,6 +10,10 @@
  * the old or the new object, never a partial one, and a put that returned 0
  * survives a crash.
  *
+ * Small puts skip both fsyncs and are made durable by a record in the
+ * store's write-ahead log instead (dir_wal.h): one flush, shared by the
+ * puts of the moment.  Opening a store replays what a crash left there.
+ *
  * Conditional puts (the lease) compare etags: an object's etag is a hash of
  * its content.  Check and replace run under an exclusive flock(2) of
  * "<root>/.tmp/.cond.lock", which orders them against other threads and
@@ -35,6 +39,7 @@
 
 #include "common/util.h"
 #include "log.h"
+#include "store/dir_wal.h"
 
 #define TMP_DIR ".tmp"
 #define KEY_MAX STORE_KEY_MAX
@@ -45,6 +50,7 @@ struct store_dir {
 	struct store base;
 	int rootfd;
 	int tmpfd;
+	struct dir_wal *wal;
 };
 
 static struct store_dir *to_dir(struct store *st)
@@ -128,8 +134,10 @@ static int make_parents(int rootfd, const char *key)
 	return 0;
 }
 
-/* Create a uniquely named temp file holding data, durable on return. */
-static int write_temp(struct store_dir *d, const void *data, size_t len, char name[32])
+/* Create a uniquely named temp file holding data, durable on return when
+ * durable is set. */
+static int write_temp(struct store_dir *d, const void *data, size_t len, int durable,
+		      char name[32])
 {
 	static atomic_uint_fast64_t seq;
 	CLEANUP_CLOSE int fd = -1;
@@ -146,7 +154,7 @@ static int write_temp(struct store_dir *d, const void *data, size_t len, char na
 	if (fd < 0)
 		return -errno;
 	r = util_write_full(fd, data, len);
-	if (r == 0 && fsync(fd) < 0)
+	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && close(fd) < 0)
 		r = -errno;
@@ -179,16 +187,44 @@ static int publish(struct store_dir *d, const char *name, const char *key, int f
 	return r;
 }
 
-static int dir_put(struct store *st, const char *key, const void *data, size_t len, int flags)
+/* Make object key, renamed into place without syncing, durable. */
+static int sync_object(struct store_dir *d, const char *key)
 {
-	struct store_dir *d = to_dir(st);
+	char dir[KEY_MAX + 1];
+	CLEANUP_CLOSE int fd = openat(d->rootfd, key, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0 || fsync(fd) < 0)
+		return -errno;
+	key_dirname(key, dir);
+	return fsync_dir_at(d->rootfd, dir);
+}
+
+static int replay_object(void *arg, const char *key, const void *data, size_t len);
+static int dir_get_all(struct store *st, const char *key, void **data, size_t *len);
+
+enum put_mode {
+	PUT_LOGGED,  /* through the write-ahead log when it takes the put */
+	PUT_SYNCED,  /* fsyncs (conditional puts) */
+	PUT_REPLAYED /* fsyncs, from the log's own replay (which holds it) */
+};
+
+static int put_object(struct store_dir *d, const char *key, const void *data, size_t len,
+		      int flags, enum put_mode mode)
+{
+	struct store *st = &d->base;
 	char name[32];
 	char dir[KEY_MAX + 1];
 	int r;
 
 	if (!key_valid(key))
 		return -EINVAL;
-	r = write_temp(d, data, len, name);
+	int wal = mode == PUT_LOGGED && dir_wal_usable(d->wal, len, replay_object, d);
+	if (!wal && mode != PUT_REPLAYED) {
+		r = dir_wal_settle(d->wal, key);
+		if (r < 0)
+			return dir_err(st, "retire the write-ahead log before", key, -r);
+	}
+	r = write_temp(d, data, len, !wal, name);
 	if (r < 0)
 		return dir_err(st, "write temp for", key, -r);
 	r = make_parents(d->rootfd, key);
@@ -201,11 +237,39 @@ static int dir_put(struct store *st, const char *key, const void *data, size_t l
 		return r;
 	if (r < 0)
 		return dir_err(st, "rename into", key, -r);
+	if (wal) {
+		if (dir_wal_append(d->wal, key, data, len) == 0)
+			return 0;
+		/* The record may not be durable: the object must be. */
+		r = sync_object(d, key);
+		return r < 0 ? dir_err(st, "fsync", key, -r) : 0;
+	}
 	key_dirname(key, dir);
 	r = fsync_dir_at(d->rootfd, dir);
 	if (r < 0)
 		return dir_err(st, "fsync directory of", key, -r);
 	return 0;
+}
+
+/* Replay of a write-ahead log record: write key again, durably and without
+ * the log, unless it already holds these bytes. */
+static int replay_object(void *arg, const char *key, const void *data, size_t len)
+{
+	struct store_dir *d = arg;
+	CLEANUP_FREE void *cur = NULL;
+	size_t clen = 0;
+
+	if (!key_valid(key))
+		return -EINVAL;
+	if (dir_get_all(&d->base, key, &cur, &clen) == 0 && clen == len &&
+	    memcmp(cur, data, len) == 0)
+		return 0;
+	return put_object(d, key, data, len, 0, PUT_REPLAYED);
+}
+
+static int dir_put(struct store *st, const char *key, const void *data, size_t len, int flags)
+{
+	return put_object(to_dir(st), key, data, len, flags, PUT_LOGGED);
 }
 
 static int open_object(struct store *st, const char *key)
@@ -270,6 +334,9 @@ static int dir_del(struct store *st, const char *key)
 
 	if (!key_valid(key))
 		return -EINVAL;
+	r = dir_wal_settle(d->wal, key);
+	if (r < 0)
+		return dir_err(st, "retire the write-ahead log before deleting", key, -r);
 	if (unlinkat(d->rootfd, key, 0) < 0) {
 		r = dir_err(st, "delete", key, errno);
 		return r == -ENOENT ? 0 : r;
@@ -470,7 +537,7 @@ static int dir_put_cond(struct store *st, const char *key, const void *data, siz
 		if (r < 0)
 			return r;
 	}
-	r = dir_put(st, key, data, len, if_match ? 0 : STORE_PUT_IF_ABSENT);
+	r = put_object(to_dir(st), key, data, len, if_match ? 0 : STORE_PUT_IF_ABSENT, PUT_SYNCED);
 	if (r == 0)
 		content_etag(data, len, etag);
 	return r;
@@ -480,6 +547,7 @@ static void dir_close(struct store *st)
 {
 	struct store_dir *d = to_dir(st);
 
+	dir_wal_free(d->wal);
 	close(d->tmpfd);
 	close(d->rootfd);
 	free(st->url);
@@ -589,10 +657,22 @@ struct store *store_dir_open(const char *path, int create)
 	if (!d->base.url || open_dirs(d, path, create) < 0)
 		goto err_free;
 	sweep_temps(d);
+	d->wal = dir_wal_new(d->tmpfd, d->rootfd, path);
+	if (!d->wal)
+		goto err_free;
+	int r = dir_wal_recover(d->wal, replay_object, d);
+	if (r < 0) {
+		log_error("cannot open store directory %s: its write-ahead log cannot be "
+			  "replayed: %s",
+			  path, strerror(-r));
+		errno = -r;
+		goto err_free;
+	}
 	return &d->base;
 
 err_free:
 	saved = errno;
+	dir_wal_free(d->wal);
 	if (d->tmpfd >= 0)
 		close(d->tmpfd);
 	if (d->rootfd >= 0)
