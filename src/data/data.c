@@ -41,6 +41,7 @@ struct seg {
 	uint32_t nents, entcap;
 	int uploading;
 	int keep; /* adopted by a read-only mount: in memory only, never uploaded */
+	int carried; /* a queued index log carries it: its upload is STORE_PUT_LAZY */
 	int failures;
 	uint64_t fail_since_ns; /* first failure of the current run, 0 if none */
 	uint64_t retry_at_ns;   /* no new attempt before this */
@@ -276,6 +277,7 @@ static struct seg *seg_alloc(struct data *d)
 	s->sealno = 0;
 	s->uploading = 0;
 	s->keep = 0;
+	s->carried = 0;
 	s->failures = 0;
 	s->fail_since_ns = 0;
 	s->retry_at_ns = 0;
@@ -1120,6 +1122,13 @@ size_t data_unstored(struct data *d, uint64_t mark, size_t max,
 	return n;
 }
 
+void data_mark_carried(struct data *d, uint64_t mark)
+{
+	for (struct seg *s = d->sealed_head; s && s->sealno <= mark; s = s->next)
+		if (!s->keep)
+			s->carried = 1;
+}
+
 int data_adopt(struct data *d, uint64_t id, const void *obj, size_t len, int upload)
 {
 	if (seg_in_memory(d, id))
@@ -1205,8 +1214,9 @@ static void *uploader(void *arg)
 		s->uploading = 1;
 		char key[64];
 		seg_key(key, sizeof(key), s->id);
+		int flags = s->carried ? STORE_PUT_LAZY : 0;
 		pthread_mutex_unlock(d->lock);
-		int rc = store_put(d->st, key, s->buf, s->len, 0);
+		int rc = store_put(d->st, key, s->buf, s->len, flags);
 		pthread_mutex_lock(d->lock);
 		s->uploading = 0;
 		if (rc == 0) {

@@ -126,6 +126,12 @@ uint64_t data_sealno(struct data *d);
  * holds the fs lock, which keeps the bytes valid during cb. */
 size_t data_unstored(struct data *d, uint64_t mark, size_t max,
 		     int (*cb)(void *arg, uint64_t id, const void *obj, size_t len), void *arg);
+/* The index log queued last carries the segments data_unstored(d, mark,
+ * ...) just passed to its callback: their uploads may be STORE_PUT_LAZY
+ * from now on (the log holds their bytes until a checkpoint replaces it,
+ * and the checkpoint calls store_sync first).  Caller holds the fs lock
+ * and has held it since data_unstored. */
+void data_mark_carried(struct data *d, uint64_t mark);
 /* Take the complete object of segment id (carried by an index log, missing
  * from the store) into memory as a sealed segment: reads find it there;
  * upload 1 queues it for upload like a new one (data_wait_stored covers

@@ -440,13 +440,54 @@ static int pick_carried(void *arg, uint64_t id, const uint8_t *obj, size_t len)
 	return 0;
 }
 
+/* The bytes of segment id as log seq carries them, into *out (malloc'd).
+ * The log's plaintext is kept in *plain across calls for the same seq. */
+static int carried_copy(struct store *st, const struct seal_key *key, uint64_t seq, uint64_t id,
+			void **plain, size_t *plen, uint64_t *plain_seq, struct jnl_carried *out)
+{
+	if (!*plain || *plain_seq != seq) {
+		free(*plain);
+		*plain = NULL;
+		int rc = meta_get(st, key, 'L', seq, plain, plen);
+		if (rc < 0)
+			return rc;
+		*plain_seq = seq;
+	}
+	const uint8_t *c;
+	size_t clen;
+	struct carried_pick pk = {.id = id, .out = out};
+	int rc = log_parse(*plain, *plen, &c, &clen, pick_carried, &pk);
+	if (rc == 0 && !out->obj)
+		rc = -EUCLEAN;
+	return rc;
+}
+
+/* Whether the store's object name holds other bytes than obj: a put made
+ * with STORE_PUT_LAZY that a crash tore.  -errno when it cannot tell. */
+static int differs(struct store *st, const char *name, const struct jnl_carried *c)
+{
+	CLEANUP_FREE void *cur = NULL;
+	size_t len;
+	int rc = store_get_all(st, name, &cur, &len);
+	if (rc == -ENOENT)
+		return 1;
+	if (rc < 0)
+		return rc;
+	return len != c->len || memcmp(cur, c->obj, len) != 0;
+}
+
 /* Of the carried segments, those the index names and the store lacks, with
- * their bytes read again from the log that carries them. */
+ * their bytes read again from the log that carries them.  In a store whose
+ * lazy puts a crash can tear (STORE_CAP_LAZY), an object with other bytes
+ * than the log's counts as lacking too. */
 static int find_missing(struct store *st, const struct seal_key *key, struct idx *ix,
 			const struct carried_set *cs, struct jnl_carried **out, size_t *nout)
 {
 	struct jnl_carried *v = NULL;
 	size_t n = 0, slots = 0;
+	CLEANUP_FREE void *plain = NULL;
+	size_t plen = 0;
+	uint64_t plain_seq = 0;
 	int rc = 0;
 	for (size_t i = 0; rc == 0 && i < cs->n; i++) {
 		uint64_t size, live;
@@ -456,12 +497,13 @@ static int find_missing(struct store *st, const struct seal_key *key, struct idx
 		data_seg_key(name, sizeof(name), cs->v[i].id);
 		uint64_t have;
 		rc = store_stat(st, name, &have);
-		if (rc == 0)
+		if (rc == 0 && !(st->caps & STORE_CAP_LAZY))
 			continue;
-		if (rc != -ENOENT) {
+		if (rc < 0 && rc != -ENOENT) {
 			log_error("could not check %s: %s", name, strerror(-rc));
 			break;
 		}
+		int torn = rc == 0;
 		struct jnl_carried *nv = realloc(v, (n + 1) * sizeof(*nv));
 		if (!nv) {
 			rc = -ENOMEM;
@@ -470,21 +512,26 @@ static int find_missing(struct store *st, const struct seal_key *key, struct idx
 		v = nv;
 		memset(&v[n], 0, sizeof(v[n]));
 		slots = n + 1;
-		CLEANUP_FREE void *plain = NULL;
-		size_t plen;
-		const uint8_t *c;
-		size_t clen;
-		rc = meta_get(st, key, 'L', cs->v[i].seq, &plain, &plen);
-		struct carried_pick pk = {.id = cs->v[i].id, .out = &v[n]};
-		if (rc == 0)
-			rc = log_parse(plain, plen, &c, &clen, pick_carried, &pk);
-		if (rc == 0 && !v[n].obj)
-			rc = -EUCLEAN;
+		rc = carried_copy(st, key, cs->v[i].seq, cs->v[i].id, &plain, &plen, &plain_seq,
+				  &v[n]);
+		if (rc == 0 && torn) {
+			rc = differs(st, name, &v[n]);
+			if (rc == 0) {
+				free(v[n].obj);
+				v[n].obj = NULL;
+				continue; /* stored whole */
+			}
+			if (rc < 0)
+				log_error("could not check %s: %s", name, strerror(-rc));
+			else
+				rc = 0;
+		}
 		if (rc < 0)
 			break;
 		n++;
-		log_warn("%s is not in the store; the index log %016" PRIx64
-			 " carries it: it is stored again", name, cs->v[i].seq);
+		log_warn("%s is %s in the store; the index log %016" PRIx64
+			 " carries it: it is stored again",
+			 name, torn ? "incomplete" : "not", cs->v[i].seq);
 	}
 	if (rc < 0) {
 		jnl_carried_free(v, slots);
@@ -704,7 +751,9 @@ static int seq_in(const struct seqlist *l, uint64_t v)
 }
 
 /* Delete what checkpoint ckpt replaces, except marked logs (see
- * store_fence_mark).  Failures only leave garbage. */
+ * store_fence_mark).  Failures only leave garbage, and so does a delete
+ * that a crash undoes (recovery starts from the newest checkpoint): the
+ * deletes are lazy. */
 static void prune(struct jnl *j, uint64_t ckpt)
 {
 	struct seqlist l = {0}, marks = {0};
@@ -717,7 +766,7 @@ static void prune(struct jnl *j, uint64_t ckpt)
 			if (seq_in(&marks, l.v[i]))
 				continue;
 			meta_key(name, sizeof(name), 'L', l.v[i]);
-			store_del(j->st, name);
+			store_del_flags(j->st, name, STORE_DEL_LAZY);
 			if (first)
 				CRASHPT("ckpt.mid_prune");
 			first = 0;
@@ -728,7 +777,7 @@ static void prune(struct jnl *j, uint64_t ckpt)
 	if (list_seqs(j->st, "meta/ckpt/", &l) == 0)
 		for (size_t i = 0; i < l.n && l.v[i] < ckpt; i++) {
 			meta_key(name, sizeof(name), 'C', l.v[i]);
-			store_del(j->st, name);
+			store_del_flags(j->st, name, STORE_DEL_LAZY);
 		}
 	free(l.v);
 }
@@ -756,10 +805,13 @@ static int barrier(struct jnl *j)
 		pthread_mutex_unlock(&j->m);
 		if (rc == 0 && len > 0 && may_carry)
 			rc = carry_segments(j, mark, &cs, &len, &carried);
-		if (rc == 0 && len > 0)
+		if (rc == 0 && len > 0) {
 			rc = queue_log(j, cs, len);
-		else
+			if (rc == 0 && carried)
+				data_mark_carried(j->d, mark);
+		} else {
 			free(cs);
+		}
 	}
 	if (rc == 0) {
 		pthread_mutex_lock(&j->m);
@@ -845,6 +897,13 @@ static void store_checkpoint(struct jnl *j, uint64_t seq, uint64_t mark, const v
 	if (rc < 0) {
 		log_warn("index checkpoint %016" PRIx64 " not stored: its data is not stored yet",
 			 seq);
+		return;
+	}
+	/* Stored lazily, some only while those logs hold their bytes. */
+	rc = store_sync(j->st);
+	if (rc < 0) {
+		log_warn("index checkpoint %016" PRIx64 " not stored: the store could not sync "
+			 "its segments (%s)", seq, strerror(-rc));
 		return;
 	}
 	rc = meta_put(j->st, &j->key, 'C', seq, image, len);
@@ -954,6 +1013,9 @@ int jnl_sync_stored(struct jnl *j)
 		rc = data_wait_stored(j->d, data_sealno(j->d));
 		pthread_mutex_unlock(j->fs_lock);
 	}
+	/* The caller wants the data in the store by itself, not in logs. */
+	if (rc == 0 && !j->p.read_only)
+		rc = store_sync(j->st);
 	return rc;
 }
 
@@ -1142,6 +1204,9 @@ int jnl_snapshot_create(struct jnl *j, const char *name, uint64_t *seqp)
 	pthread_mutex_unlock(&j->m);
 	if (rc == 0 && !image)
 		rc = -EAGAIN;
+	/* The snapshot outlives the logs that carry some of its segments. */
+	if (rc == 0)
+		rc = store_sync(j->st);
 	if (rc < 0) {
 		free(image);
 		return rc;

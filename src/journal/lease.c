@@ -571,13 +571,13 @@ static int guard_put(struct store *st, const char *key, const void *data, size_t
 	return g->inner->ops->put(g->inner, key, data, len, flags);
 }
 
-static int guard_del(struct store *st, const char *key)
+static int guard_del(struct store *st, const char *key, int flags)
 {
 	struct lease_guard *g = to_guard(st);
 
 	if (fenced(g))
 		return -EIO;
-	return g->inner->ops->del(g->inner, key);
+	return g->inner->ops->del(g->inner, key, flags);
 }
 
 static int guard_list(struct store *st, const char *prefix, store_list_cb cb, void *arg)
@@ -615,6 +615,13 @@ static int guard_get_etag(struct store *st, const char *key, void **data, size_t
 	return in->ops->get_etag(in, key, data, len, etag);
 }
 
+static int guard_sync(struct store *st)
+{
+	struct store *in = to_guard(st)->inner;
+
+	return in->ops->sync ? in->ops->sync(in) : 0;
+}
+
 static void guard_close(struct store *st)
 {
 	struct lease_guard *g = to_guard(st);
@@ -634,6 +641,7 @@ static const struct store_ops guard_ops = {
 	.stat = guard_stat,
 	.put_cond = guard_put_cond,
 	.get_etag = guard_get_etag,
+	.sync = guard_sync,
 	.close = guard_close,
 };
 
@@ -647,6 +655,7 @@ struct store *lease_guard(struct lease *l, struct store *inner)
 		return NULL;
 	}
 	g->base.ops = &guard_ops;
+	g->base.caps = inner->caps;
 	g->inner = inner;
 	g->l = l;
 	return &g->base;

@@ -465,9 +465,7 @@ static int retire_due(struct dir_wal *w, uint64_t now)
 	       (w->npend && now - w->pend[0].at >= RETIRE_NS) || w->stop;
 }
 
-/* fsync each object of keys[0..n) and each directory holding one (once),
- * relative to rootfd.  An object deleted since is skipped.  0 or -errno. */
-static int sync_objects(int rootfd, char **keys, size_t n)
+int dir_sync_objects(int rootfd, char **keys, size_t n)
 {
 	char last_dir[1025] = "";
 	int rc = 0;
@@ -528,7 +526,7 @@ static void retire(struct dir_wal *w)
 	/* Only this thread writes the header, and frees the keys of the
 	 * records it retires, while the log is ours. */
 	pthread_mutex_unlock(&w->m);
-	int rc = sync_objects(w->syncfd, keys, n);
+	int rc = dir_sync_objects(w->syncfd, keys, n);
 	if (rc == 0)
 		rc = hdr_write(w, w->fd, upto, phys(head));
 	pthread_mutex_lock(&w->m);

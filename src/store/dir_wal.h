@@ -78,6 +78,9 @@ int dir_wal_append(struct dir_wal *w, const char *key, const void *data, size_t 
 /* Before key changes other than by dir_wal_append (a plain put, a delete):
  * retire the records of key not yet retired.  0 or -errno. */
 int dir_wal_settle(struct dir_wal *w, const char *key);
+/* fsync each object of keys[0..n) and each directory holding one (once),
+ * relative to rootfd.  An object deleted since is skipped.  0 or -errno. */
+int dir_sync_objects(int rootfd, char **keys, size_t n);
 /* Retire what is left, release the log and free w. */
 void dir_wal_free(struct dir_wal *w);
 

@@ -35,6 +35,20 @@ struct store;
 
 /* Put flags. */
 #define STORE_PUT_IF_ABSENT 0x1 /* fail with -EEXIST if the key exists */
+/* The caller keeps the object's bytes durable elsewhere until it calls
+ * store_sync (an index log carries the segment: journal.c): the put may
+ * return before the object is durable, and a crash before store_sync may
+ * leave it missing or torn.  Readers see it complete at once.  Backends
+ * whose puts are always durable ignore it. */
+#define STORE_PUT_LAZY 0x2
+
+/* Delete flags. */
+/* The caller does not mind the object coming back whole after a crash (an
+ * index log a checkpoint replaced): the delete need not be durable. */
+#define STORE_DEL_LAZY 0x1
+
+/* Store capabilities (struct store's caps). */
+#define STORE_CAP_LAZY 0x1 /* STORE_PUT_LAZY puts can be torn by a crash */
 
 typedef int (*store_list_cb)(void *arg, const char *key, uint64_t size);
 
@@ -49,8 +63,9 @@ struct store_ops {
 	 * whole object is stored and a reader sees either the old or the new
 	 * object, never a mix.  flags: STORE_PUT_IF_ABSENT. */
 	int (*put)(struct store *st, const char *key, const void *data, size_t len, int flags);
-	/* Delete key; deleting a missing key is not an error. */
-	int (*del)(struct store *st, const char *key);
+	/* Delete key; deleting a missing key is not an error.  flags:
+	 * STORE_DEL_LAZY. */
+	int (*del)(struct store *st, const char *key, int flags);
 	/* Call cb for every key under prefix (a prefix of the key string), in
 	 * lexicographic order.  A non-zero return from cb stops the listing and
 	 * is returned.  0 or -errno. */
@@ -67,6 +82,9 @@ struct store_ops {
 			const char *if_match, char etag[]);
 	/* get_all that also returns the object's etag (STORE_ETAG_MAX bytes). */
 	int (*get_etag)(struct store *st, const char *key, void **data, size_t *len, char etag[]);
+	/* Make every STORE_PUT_LAZY put that returned so far durable.  0 or
+	 * -errno.  NULL in backends whose puts are always durable. */
+	int (*sync)(struct store *st);
 	void (*close)(struct store *st);
 };
 
@@ -85,6 +103,7 @@ struct store_counters {
 struct store {
 	const struct store_ops *ops;
 	char *url; /* as given by the user, for messages */
+	unsigned caps; /* STORE_CAP_*; wrappers copy their inner store's */
 	struct store_counters n;
 };
 
@@ -170,12 +189,16 @@ static inline int store_put(struct store *st, const char *key, const void *data,
 	store_count_result(st, rc);
 	return rc;
 }
-static inline int store_del(struct store *st, const char *key)
+static inline int store_del_flags(struct store *st, const char *key, int flags)
 {
-	int rc = st->ops->del(st, key);
+	int rc = st->ops->del(st, key, flags);
 	STORE_COUNT(st, dels, 1);
 	store_count_result(st, rc);
 	return rc;
+}
+static inline int store_del(struct store *st, const char *key)
+{
+	return store_del_flags(st, key, 0);
 }
 static inline int store_list(struct store *st, const char *prefix, store_list_cb cb, void *arg)
 {
@@ -209,6 +232,12 @@ static inline int store_get_etag(struct store *st, const char *key, void **data,
 	STORE_COUNT(st, gets, 1);
 	if (rc == 0)
 		STORE_COUNT(st, bytes_in, *len);
+	store_count_result(st, rc);
+	return rc;
+}
+static inline int store_sync(struct store *st)
+{
+	int rc = st->ops->sync ? st->ops->sync(st) : 0;
 	store_count_result(st, rc);
 	return rc;
 }

@@ -28,6 +28,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <sys/file.h>
@@ -51,6 +52,10 @@ struct store_dir {
 	int rootfd;
 	int tmpfd;
 	struct dir_wal *wal;
+
+	pthread_mutex_t lazy_lock; /* the keys put lazily and not synced yet */
+	char **lazy;
+	size_t nlazy, caplazy;
 };
 
 static struct store_dir *to_dir(struct store *st)
@@ -199,10 +204,61 @@ static int sync_object(struct store_dir *d, const char *key)
 	return fsync_dir_at(d->rootfd, dir);
 }
 
+/* Remember key, put lazily, for dir_sync. */
+static int lazy_note(struct store_dir *d, const char *key)
+{
+	char *k = strdup(key);
+	if (!k)
+		return -ENOMEM;
+	LOCK_GUARD(&d->lazy_lock);
+	if (d->nlazy == d->caplazy) {
+		size_t cap = d->caplazy ? d->caplazy * 2 : 64;
+		char **nv = realloc(d->lazy, cap * sizeof(*nv));
+		if (!nv) {
+			free(k);
+			return -ENOMEM;
+		}
+		d->lazy = nv;
+		d->caplazy = cap;
+	}
+	d->lazy[d->nlazy++] = k;
+	return 0;
+}
+
+/* fsync what was put lazily so far, and its directories.  On failure the
+ * keys stay for the next call. */
+static int dir_sync(struct store *st)
+{
+	struct store_dir *d = to_dir(st);
+	char **keys;
+	size_t n;
+
+	pthread_mutex_lock(&d->lazy_lock);
+	keys = d->lazy;
+	n = d->nlazy;
+	d->lazy = NULL;
+	d->nlazy = d->caplazy = 0;
+	pthread_mutex_unlock(&d->lazy_lock);
+	if (!n)
+		return 0;
+	int r = dir_sync_objects(d->rootfd, keys, n);
+	if (r < 0) {
+		dir_err(st, "fsync objects put before", keys[n - 1], -r);
+		for (size_t i = 0; i < n; i++)
+			if (lazy_note(d, keys[i]) < 0)
+				break; /* out of memory: the error below says it */
+	}
+	for (size_t i = 0; i < n; i++)
+		free(keys[i]);
+	free(keys);
+	return r < 0 ? (r == -ENOSPC ? r : -EIO) : 0;
+}
+
 static int replay_object(void *arg, const char *key, const void *data, size_t len);
 static int dir_get_all(struct store *st, const char *key, void **data, size_t *len);
 
 enum put_mode {
+	PUT_LAZY,    /* STORE_PUT_LAZY: no sync until dir_sync */
 	PUT_LOGGED,  /* through the write-ahead log when it takes the put */
 	PUT_SYNCED,  /* fsyncs (conditional puts) */
 	PUT_REPLAYED /* fsyncs, from the log's own replay (which holds it) */
@@ -219,12 +275,13 @@ static int put_object(struct store_dir *d, const char *key, const void *data, si
 	if (!key_valid(key))
 		return -EINVAL;
 	int wal = mode == PUT_LOGGED && dir_wal_usable(d->wal, len, replay_object, d);
+	int lazy = mode == PUT_LAZY;
 	if (!wal && mode != PUT_REPLAYED) {
 		r = dir_wal_settle(d->wal, key);
 		if (r < 0)
 			return dir_err(st, "retire the write-ahead log before", key, -r);
 	}
-	r = write_temp(d, data, len, !wal, name);
+	r = write_temp(d, data, len, !wal && !lazy, name);
 	if (r < 0)
 		return dir_err(st, "write temp for", key, -r);
 	r = make_parents(d->rootfd, key);
@@ -237,6 +294,13 @@ static int put_object(struct store_dir *d, const char *key, const void *data, si
 		return r;
 	if (r < 0)
 		return dir_err(st, "rename into", key, -r);
+	if (lazy) {
+		r = lazy_note(d, key);
+		if (r == 0)
+			return 0;
+		r = sync_object(d, key); /* not noted: sync it now */
+		return r < 0 ? dir_err(st, "fsync", key, -r) : 0;
+	}
 	if (wal) {
 		if (dir_wal_append(d->wal, key, data, len) == 0)
 			return 0;
@@ -269,7 +333,8 @@ static int replay_object(void *arg, const char *key, const void *data, size_t le
 
 static int dir_put(struct store *st, const char *key, const void *data, size_t len, int flags)
 {
-	return put_object(to_dir(st), key, data, len, flags, PUT_LOGGED);
+	return put_object(to_dir(st), key, data, len, flags & ~STORE_PUT_LAZY,
+			  flags & STORE_PUT_LAZY ? PUT_LAZY : PUT_LOGGED);
 }
 
 static int open_object(struct store *st, const char *key)
@@ -326,7 +391,10 @@ static int dir_get_all(struct store *st, const char *key, void **data, size_t *l
 	return 0;
 }
 
-static int dir_del(struct store *st, const char *key)
+/* A lazy delete neither retires the key's records in the write-ahead log
+ * nor syncs the directory: a crash may bring the object back, from the
+ * directory or from the log. */
+static int dir_del(struct store *st, const char *key, int flags)
 {
 	struct store_dir *d = to_dir(st);
 	char dir[KEY_MAX + 1];
@@ -334,13 +402,17 @@ static int dir_del(struct store *st, const char *key)
 
 	if (!key_valid(key))
 		return -EINVAL;
-	r = dir_wal_settle(d->wal, key);
-	if (r < 0)
-		return dir_err(st, "retire the write-ahead log before deleting", key, -r);
+	if (!(flags & STORE_DEL_LAZY)) {
+		r = dir_wal_settle(d->wal, key);
+		if (r < 0)
+			return dir_err(st, "retire the write-ahead log before deleting", key, -r);
+	}
 	if (unlinkat(d->rootfd, key, 0) < 0) {
 		r = dir_err(st, "delete", key, errno);
 		return r == -ENOENT ? 0 : r;
 	}
+	if (flags & STORE_DEL_LAZY)
+		return 0;
 	key_dirname(key, dir);
 	r = fsync_dir_at(d->rootfd, dir);
 	return r < 0 ? dir_err(st, "fsync directory of", key, -r) : 0;
@@ -547,6 +619,9 @@ static void dir_close(struct store *st)
 {
 	struct store_dir *d = to_dir(st);
 
+	if (dir_sync(st) < 0)
+		log_error("store %s: objects put lately may not be durable", st->url);
+	pthread_mutex_destroy(&d->lazy_lock);
 	dir_wal_free(d->wal);
 	close(d->tmpfd);
 	close(d->rootfd);
@@ -564,6 +639,7 @@ static const struct store_ops dir_ops = {
 	.stat = dir_stat,
 	.put_cond = dir_put_cond,
 	.get_etag = dir_get_etag,
+	.sync = dir_sync,
 	.close = dir_close,
 };
 
@@ -653,6 +729,8 @@ struct store *store_dir_open(const char *path, int create)
 		return NULL;
 	d->rootfd = d->tmpfd = -1;
 	d->base.ops = &dir_ops;
+	d->base.caps = STORE_CAP_LAZY;
+	pthread_mutex_init(&d->lazy_lock, NULL);
 	d->base.url = strdup(path);
 	if (!d->base.url || open_dirs(d, path, create) < 0)
 		goto err_free;

@@ -232,14 +232,14 @@ static int fault_put(struct store *st, const char *key, const void *data, size_t
 	return (int)outcome(v, f->inner->ops->put(f->inner, key, data, len, flags));
 }
 
-static int fault_del(struct store *st, const char *key)
+static int fault_del(struct store *st, const char *key, int flags)
 {
 	struct store_fault *f = to_fault(st);
 	enum fault v = decide(f, "delete", key);
 
 	if (v == FAIL)
 		return -EIO;
-	return (int)outcome(v, f->inner->ops->del(f->inner, key));
+	return (int)outcome(v, f->inner->ops->del(f->inner, key, flags));
 }
 
 static int fault_list(struct store *st, const char *prefix, store_list_cb cb, void *arg)
@@ -307,6 +307,16 @@ static void fault_close(struct store *st)
 	free(f);
 }
 
+static int fault_sync(struct store *st)
+{
+	struct store_fault *f = to_fault(st);
+	enum fault v = decide(f, "sync", "");
+
+	if (v == FAIL)
+		return -EIO;
+	return (int)outcome(v, f->inner->ops->sync ? f->inner->ops->sync(f->inner) : 0);
+}
+
 static const struct store_ops fault_ops = {
 	.name = "fault",
 	.get = fault_get,
@@ -317,6 +327,7 @@ static const struct store_ops fault_ops = {
 	.stat = fault_stat,
 	.put_cond = fault_put_cond,
 	.get_etag = fault_get_etag,
+	.sync = fault_sync,
 	.close = fault_close,
 };
 
@@ -333,6 +344,7 @@ struct store *store_fault_open(struct store *inner, const char *ctl)
 		return NULL;
 	}
 	f->base.ops = &fault_ops;
+	f->base.caps = inner->caps;
 	f->inner = inner;
 	f->rng = util_now_ns() | 1;
 	pthread_mutex_init(&f->lock, NULL);

@@ -805,8 +805,9 @@ static int s3_get_etag(struct store *st, const char *key, void **data, size_t *l
 	return 0;
 }
 
-static int s3_del(struct store *st, const char *key)
+static int s3_del(struct store *st, const char *key, int flags)
 {
+	(void)flags; /* a delete is durable when S3 answers */
 	struct s3_req r = { .method = "DELETE", .key = key, .body_hash = S3_EMPTY_SHA256 };
 	int rc;
 

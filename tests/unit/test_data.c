@@ -351,9 +351,9 @@ static int fl_put(struct store *s, const char *k, const void *d, size_t len, int
 	}
 	return store_put(f->inner, k, d, len, flags);
 }
-static int fl_del(struct store *s, const char *k)
+static int fl_del(struct store *s, const char *k, int flags)
 {
-	return store_del(flaky_of(s)->inner, k);
+	return store_del_flags(flaky_of(s)->inner, k, flags);
 }
 static int fl_list(struct store *s, const char *p, store_list_cb cb, void *arg)
 {
