@@ -195,7 +195,7 @@ static int replay(struct dir_wal *w, int fd, dir_wal_apply_fn apply, void *arg)
 	}
 	CLEANUP_FREE uint8_t *buf = NULL;
 	size_t cap = 0;
-	uint64_t seq = retired;
+	uint64_t seq = retired, hdr_tail = off;
 	for (;;) {
 		size_t len = rec_read(fd, off, seq + 1, &buf, &cap);
 		if (!len && off != DIR_WAL_HDR) {
@@ -217,16 +217,21 @@ static int replay(struct dir_wal *w, int fd, dir_wal_apply_fn apply, void *arg)
 		seq++;
 		off += len;
 	}
-	if (seq > retired) {
-		log_info("store %s: replayed %" PRIu64 " records of the write-ahead log", w->url,
-			 seq - retired);
-		if (syncfs(w->syncfd) < 0)
-			return -errno;
+	w->seq = w->synced = w->retired = seq;
+	if (seq == retired) {
+		/* Nothing to replay: the header stays as it is (an open that
+		 * fails later, a wrong password say, writes nothing), and the
+		 * next record goes where it points. */
+		w->head = w->tail = hdr_tail - DIR_WAL_HDR;
+		return 0;
 	}
+	log_info("store %s: replayed %" PRIu64 " records of the write-ahead log", w->url,
+		 seq - retired);
+	if (syncfs(w->syncfd) < 0)
+		return -errno;
 	rc = hdr_write(w, fd, seq, DIR_WAL_HDR);
 	if (rc < 0)
 		return rc;
-	w->seq = w->synced = w->retired = seq;
 	w->head = w->tail = 0;
 	return 0;
 }

@@ -1096,9 +1096,10 @@ class Driver:
 
     def sabotage(self):
         """For the test of this checker: lose the newest index log of a
-        directory store (the last barrier, acknowledged or not).  Meant for
-        runs without checkpoints (a large --checkpoint-interval): a log that
-        a checkpoint replaced loses nothing."""
+        directory store (the last barrier, acknowledged or not), and the
+        store's write-ahead log, whose record of it would write it back.
+        Meant for runs without checkpoints (a large --checkpoint-interval):
+        a log that a checkpoint replaced loses nothing."""
         newest = None
         for sub in ("meta/log",):
             d = os.path.join(self.args.store, sub)
@@ -1107,6 +1108,9 @@ class Driver:
                     newest = (int(name, 16), os.path.join(d, name))
         if newest:
             os.unlink(newest[1])
+            wal = os.path.join(self.args.store, ".tmp", ".wal")
+            if os.path.exists(wal):
+                os.unlink(wal)
             return newest[1]
         return None
 
