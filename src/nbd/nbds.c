@@ -67,7 +67,31 @@ struct job {
 	struct job *next;
 	struct nbds_req req;
 	void *payload; /* a WRITE's data */
+	size_t cap;    /* its size */
 };
+
+/* A buffer a thread keeps for its requests: fresh memory is dear to touch
+ * (on VMs whose host takes freed pages back, several times a copy), so the
+ * data of READs and WRITEs goes through reused buffers. */
+struct buf {
+	uint8_t *p;
+	size_t cap;
+};
+
+static uint8_t *buf_get(struct buf *b, size_t len)
+{
+	if (len > b->cap) {
+		uint8_t *np = malloc(len ? len : 1);
+		if (!np)
+			return NULL;
+		free(b->p);
+		b->p = np;
+		b->cap = len;
+	}
+	return b->p;
+}
+
+#define SPARE_PAYLOADS 8 /* WRITE buffers a connection keeps for reuse */
 
 struct conn {
 	struct nbds *s;
@@ -90,6 +114,8 @@ struct conn {
 	unsigned inflight; /* queued or running */
 	uint64_t inflight_bytes;
 	int reader_done;
+	struct buf spare[SPARE_PAYLOADS]; /* WRITE buffers back from the workers */
+	int nspare;
 };
 
 struct nbds {
@@ -379,10 +405,10 @@ static int all_zero(const uint8_t *p, size_t n)
 /* A READ with structured replies: the map first, then the data, so that a
  * hole is only reported where the bytes read are zeros (a write racing
  * with the read makes a hole data, never the other way round). */
-static int read_structured(struct conn *c, const struct nbds_req *r)
+static int read_structured(struct conn *c, const struct nbds_req *r, struct buf *rb)
 {
 	CLEANUP_EXTENTS struct nbds_extents map = {0}, x = {0};
-	CLEANUP_FREE uint8_t *data = malloc(r->count);
+	uint8_t *data = buf_get(rb, r->count);
 	if (!data)
 		return -ENOMEM;
 	int rc = 0, df = !!(r->flags & NBD_CMD_FLAG_DF);
@@ -435,22 +461,22 @@ static int block_status(struct conn *c, const struct nbds_req *r)
 	return rc;
 }
 
-static void run_job(struct conn *c, struct job *j)
+static void run_job(struct conn *c, struct job *j, struct buf *rb)
 {
 	struct nbds *s = c->s;
 	const struct nbds_req *r = &j->req;
-	CLEANUP_FREE void *data = NULL;
+	void *data = NULL;
 	int rc = 0, changed = 0, replied = 0;
 	ssize_t n;
 
 	switch (r->type) {
 	case NBD_CMD_READ:
 		if (c->ss.structured) {
-			rc = read_structured(c, r);
+			rc = read_structured(c, r, rb);
 			replied = rc == 0;
 			break;
 		}
-		data = malloc(r->count);
+		data = buf_get(rb, r->count);
 		rc = data ? read_range(c, r->offset, r->count, data) : -ENOMEM;
 		break;
 	case NBD_CMD_BLOCK_STATUS:
@@ -506,9 +532,40 @@ static uint64_t job_bytes(const struct nbds_req *r)
 	return r->type == NBD_CMD_READ || r->type == NBD_CMD_WRITE ? r->count : 0;
 }
 
+/* Keep a WRITE's buffer for the reader's next one, or free it. */
+static void payload_put(struct conn *c, struct job *j)
+{
+	pthread_mutex_lock(&c->qlock);
+	if (j->payload && c->nspare < SPARE_PAYLOADS) {
+		c->spare[c->nspare++] = (struct buf){j->payload, j->cap};
+		j->payload = NULL;
+	}
+	pthread_mutex_unlock(&c->qlock);
+	free(j->payload);
+}
+
+/* A buffer of at least len bytes for a WRITE's data: one the workers gave
+ * back if one is large enough, else a new one. */
+static struct buf payload_get(struct conn *c, size_t len)
+{
+	struct buf b = {0};
+	pthread_mutex_lock(&c->qlock);
+	for (int i = 0; i < c->nspare; i++)
+		if (c->spare[i].cap >= len) {
+			b = c->spare[i];
+			c->spare[i] = c->spare[--c->nspare];
+			break;
+		}
+	pthread_mutex_unlock(&c->qlock);
+	if (!b.p && (b.p = malloc(len ? len : 1)))
+		b.cap = len;
+	return b;
+}
+
 static void *worker(void *arg)
 {
 	struct conn *c = arg;
+	struct buf rb = {0};
 	for (;;) {
 		pthread_mutex_lock(&c->qlock);
 		while (!c->head && !c->reader_done)
@@ -520,15 +577,17 @@ static void *worker(void *arg)
 				c->tail = NULL;
 		}
 		pthread_mutex_unlock(&c->qlock);
-		if (!j)
+		if (!j) {
+			free(rb.p);
 			return NULL;
-		run_job(c, j);
+		}
+		run_job(c, j, &rb);
+		payload_put(c, j);
 		pthread_mutex_lock(&c->qlock);
 		c->inflight--;
 		c->inflight_bytes -= job_bytes(&j->req);
 		pthread_cond_signal(&c->qspace);
 		pthread_mutex_unlock(&c->qlock);
-		free(j->payload);
 		free(j);
 	}
 }
@@ -574,9 +633,11 @@ static int read_request(struct conn *c)
 	}
 	if (r.type == NBD_CMD_DISC)
 		return -1;
+	struct buf pb = {0};
 	void *payload = NULL;
 	if (r.type == NBD_CMD_WRITE) {
-		payload = malloc(r.count ? r.count : 1);
+		pb = payload_get(c, r.count);
+		payload = pb.p;
 		if (!payload) {
 			log_error("nbd: %s: no memory for a %" PRIu32 " byte write; closing",
 				  c->peer, r.count);
@@ -600,6 +661,7 @@ static int read_request(struct conn *c)
 	}
 	j->req = r;
 	j->payload = payload;
+	j->cap = pb.cap;
 	enqueue(c, j);
 	return 0;
 }
@@ -634,6 +696,8 @@ static void transmission(struct conn *c)
 
 static void conn_free(struct conn *c)
 {
+	for (int i = 0; i < c->nspare; i++)
+		free(c->spare[i].p);
 	pthread_mutex_destroy(&c->reply_lock);
 	pthread_mutex_destroy(&c->qlock);
 	pthread_cond_destroy(&c->qwork);
