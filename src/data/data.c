@@ -392,8 +392,13 @@ static int seg_seal(struct data *d)
 
 /* Seal plen bytes of block (ino, blk) into the open segment and point the
  * extent map at it.  An all-zero block becomes a hole. */
+/* Pack one block into the open segment and point the index at it.  With
+ * cache set, the block also goes into the memory cache under its new frame:
+ * a block written in part (a database page, a log being appended to) is
+ * likely to be written in part again soon, and reading it back for that
+ * would mean fetching and opening the frame just made. */
 static int pack_block(struct data *d, uint64_t ino, uint64_t blk, const uint8_t *plain,
-		      uint32_t plen)
+		      uint32_t plen, int cache)
 {
 	while (plen > 0 && plain[plen - 1] == 0)
 		plen--;
@@ -438,12 +443,14 @@ static int pack_block(struct data *d, uint64_t ino, uint64_t blk, const uint8_t 
 		return rc;
 	s->ents[s->nents++] = (struct trailer_ent){ino, blk, e.off, e.len, plen};
 	s->len += (size_t)n;
+	if (cache)
+		bcache_put(d->cache, e.seg, e.off, plain, plen);
 	return 0;
 }
 
 static int dirty_pack(struct data *d, struct dbuf *b)
 {
-	int rc = pack_block(d, b->ino, b->blk, b->buf, b->len);
+	int rc = pack_block(d, b->ino, b->blk, b->buf, b->len, 1);
 	if (rc == 0)
 		dirty_release(d, b);
 	return rc;
@@ -935,7 +942,7 @@ int data_write(struct data *d, uint64_t ino, uint64_t off, const void *buf, size
 			struct dbuf *b = dirty_find(d, ino, blk);
 			if (b)
 				dirty_release(d, b);
-			rc = pack_block(d, ino, blk, in + done, DATA_BLOCK_SIZE);
+			rc = pack_block(d, ino, blk, in + done, DATA_BLOCK_SIZE, 0);
 		} else {
 			struct dbuf *b = dirty_get(d, ino, blk, &rc);
 			if (b) {
@@ -1374,7 +1381,7 @@ int data_relocate(struct data *d, uint64_t ino, const struct idx_extent *e, cons
 		return rc;
 	if (cur.seg != e->seg || cur.frame != e->frame)
 		return 0; /* rewritten or punched since the caller looked */
-	rc = pack_block(d, ino, e->blk, plain, e->plen);
+	rc = pack_block(d, ino, e->blk, plain, e->plen, 0);
 	return rc < 0 ? rc : 1;
 }
 
@@ -1458,5 +1465,5 @@ int data_put_block(struct data *d, uint64_t ino, uint64_t blk, const void *plain
 	struct dbuf *b = dirty_find(d, ino, blk);
 	if (b)
 		dirty_release(d, b); /* the stream's block replaces it */
-	return pack_block(d, ino, blk, plain, plen);
+	return pack_block(d, ino, blk, plain, plen, 0);
 }
