@@ -46,6 +46,8 @@
 #define KEY_MAX STORE_KEY_MAX
 /* A temp file this old belongs to a put that crashed, not one in flight. */
 #define TMP_STALE_SECS 3600
+/* Objects put lazily that wait for a store_sync at most. */
+#define LAZY_MAX 4096
 
 struct store_dir {
 	struct store base;
@@ -204,7 +206,9 @@ static int sync_object(struct store_dir *d, const char *key)
 	return fsync_dir_at(d->rootfd, dir);
 }
 
-/* Remember key, put lazily, for dir_sync. */
+/* Remember key, put lazily, for dir_sync: 0, or 1 when LAZY_MAX keys wait
+ * (the caller syncs them rather than let the list grow without bound when
+ * store_sync is rare), or -ENOMEM. */
 static int lazy_note(struct store_dir *d, const char *key)
 {
 	char *k = strdup(key);
@@ -222,7 +226,7 @@ static int lazy_note(struct store_dir *d, const char *key)
 		d->caplazy = cap;
 	}
 	d->lazy[d->nlazy++] = k;
-	return 0;
+	return d->nlazy >= LAZY_MAX;
 }
 
 /* fsync what was put lazily so far, and its directories.  On failure the
@@ -296,7 +300,9 @@ static int put_object(struct store_dir *d, const char *key, const void *data, si
 		return dir_err(st, "rename into", key, -r);
 	if (lazy) {
 		r = lazy_note(d, key);
-		if (r == 0)
+		if (r > 0)
+			r = dir_sync(st); /* enough waiting: sync them all now */
+		if (r >= 0)
 			return 0;
 		r = sync_object(d, key); /* not noted: sync it now */
 		return r < 0 ? dir_err(st, "fsync", key, -r) : 0;
