@@ -533,10 +533,13 @@ static int find_missing(struct store *st, const struct seal_key *key, struct idx
 			 " carries it: it is stored again",
 			 name, torn ? "incomplete" : "not", cs->v[i].seq);
 	}
-	if (rc < 0) {
+	if (rc < 0 || n == 0) {
+		/* A slot may have held a copy for a comparison only. */
 		jnl_carried_free(v, slots);
-		return rc;
+		v = NULL;
 	}
+	if (rc < 0)
+		return rc;
 	*out = v;
 	*nout = n;
 	return 0;
