@@ -462,24 +462,11 @@ static int carried_copy(struct store *st, const struct seal_key *key, uint64_t s
 	return rc;
 }
 
-/* Whether the store's object name holds other bytes than obj: a put made
- * with STORE_PUT_LAZY that a crash tore.  -errno when it cannot tell. */
-static int differs(struct store *st, const char *name, const struct jnl_carried *c)
-{
-	CLEANUP_FREE void *cur = NULL;
-	size_t len;
-	int rc = store_get_all(st, name, &cur, &len);
-	if (rc == -ENOENT)
-		return 1;
-	if (rc < 0)
-		return rc;
-	return len != c->len || memcmp(cur, c->obj, len) != 0;
-}
-
 /* Of the carried segments, those the index names and the store lacks, with
  * their bytes read again from the log that carries them.  In a store whose
- * lazy puts a crash can tear (STORE_CAP_LAZY), an object with other bytes
- * than the log's counts as lacking too. */
+ * lazy puts a crash can tear (STORE_CAP_LAZY), all of them: such an object
+ * may be torn, or look whole only from the page cache over blocks whose
+ * writeback failed, so reading it back proves nothing. */
 static int find_missing(struct store *st, const struct seal_key *key, struct idx *ix,
 			const struct carried_set *cs, struct jnl_carried **out, size_t *nout)
 {
@@ -503,7 +490,7 @@ static int find_missing(struct store *st, const struct seal_key *key, struct idx
 			log_error("could not check %s: %s", name, strerror(-rc));
 			break;
 		}
-		int torn = rc == 0;
+		int present = rc == 0;
 		struct jnl_carried *nv = realloc(v, (n + 1) * sizeof(*nv));
 		if (!nv) {
 			rc = -ENOMEM;
@@ -514,32 +501,22 @@ static int find_missing(struct store *st, const struct seal_key *key, struct idx
 		slots = n + 1;
 		rc = carried_copy(st, key, cs->v[i].seq, cs->v[i].id, &plain, &plen, &plain_seq,
 				  &v[n]);
-		if (rc == 0 && torn) {
-			rc = differs(st, name, &v[n]);
-			if (rc == 0) {
-				free(v[n].obj);
-				v[n].obj = NULL;
-				continue; /* stored whole */
-			}
-			if (rc < 0)
-				log_error("could not check %s: %s", name, strerror(-rc));
-			else
-				rc = 0;
-		}
 		if (rc < 0)
 			break;
 		n++;
-		log_warn("%s is %s in the store; the index log %016" PRIx64
-			 " carries it: it is stored again",
-			 name, torn ? "incomplete" : "not", cs->v[i].seq);
+		if (present)
+			log_info("%s was stored lazily; the index log %016" PRIx64
+				 " carries it: it is stored again, durably",
+				 name, cs->v[i].seq);
+		else
+			log_warn("%s is not in the store; the index log %016" PRIx64
+				 " carries it: it is stored again",
+				 name, cs->v[i].seq);
 	}
-	if (rc < 0 || n == 0) {
-		/* A slot may have held a copy for a comparison only. */
+	if (rc < 0) {
 		jnl_carried_free(v, slots);
-		v = NULL;
-	}
-	if (rc < 0)
 		return rc;
+	}
 	*out = v;
 	*nout = n;
 	return 0;

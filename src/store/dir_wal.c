@@ -1,6 +1,6 @@
 /* dir_wal.c: the write-ahead log of the directory store (dir_wal.h). */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE 1 /* syncfs, renameat2 */
+#define _GNU_SOURCE 1 /* renameat2 */
 #endif
 #include "store/dir_wal.h"
 
@@ -55,7 +55,7 @@ struct dir_wal {
 	uint64_t head, tail;      /* logical offsets: next record; oldest record not retired */
 	int syncing;
 	int sync_failed;          /* an fdatasync of the log failed: no more appends */
-	int retire_failed;        /* the last retirement failed */
+	int retire_failed;        /* a retirement failed: no more appends or retiring */
 	uint64_t want;            /* retire at least up to this record */
 	int want_space;
 	struct pend *pend;        /* records not retired, oldest first */
@@ -225,10 +225,9 @@ static int replay(struct dir_wal *w, int fd, dir_wal_apply_fn apply, void *arg)
 		w->head = w->tail = hdr_tail - DIR_WAL_HDR;
 		return 0;
 	}
+	/* apply wrote each object durably: the records can go. */
 	log_info("store %s: replayed %" PRIu64 " records of the write-ahead log", w->url,
 		 seq - retired);
-	if (syncfs(w->syncfd) < 0)
-		return -errno;
 	rc = hdr_write(w, fd, seq, DIR_WAL_HDR);
 	if (rc < 0)
 		return rc;
@@ -451,12 +450,8 @@ int dir_wal_settle(struct dir_wal *w, const char *key)
 	if (need > w->want)
 		w->want = need;
 	pthread_cond_signal(&w->work);
-	while (w->retired < need && w->retirer_running) {
-		uint64_t tries = w->retired;
+	while (w->retired < need && w->retirer_running && !w->retire_failed)
 		pthread_cond_wait(&w->cond, &w->m);
-		if (w->retire_failed && w->retired == tries)
-			return -EIO;
-	}
 	return w->retired >= need ? 0 : -EIO;
 }
 
@@ -464,7 +459,7 @@ int dir_wal_settle(struct dir_wal *w, const char *key)
 
 static int retire_due(struct dir_wal *w, uint64_t now)
 {
-	if (w->retired >= w->seq)
+	if (w->retired >= w->seq || w->retire_failed)
 		return 0;
 	return w->want > w->retired || w->want_space || w->head - w->tail >= RETIRE_AT ||
 	       (w->npend && now - w->pend[0].at >= RETIRE_NS) || w->stop;
@@ -508,12 +503,13 @@ int dir_sync_objects(int rootfd, char **keys, size_t n)
 	return rc;
 }
 
-/* Retire every record written so far.  Called and returns with w->m held. */
-static void retire(struct dir_wal *w)
+/* Retire every record written so far.  Called and returns with w->m held.
+ * -ENOMEM when it could not try (it can be tried again), else 0. */
+static int retire(struct dir_wal *w)
 {
 	uint64_t upto = w->seq, head = w->head;
 	if (upto <= w->retired)
-		return;
+		return 0;
 	/* Every record up to upto is written, and its object was renamed
 	 * before: syncing those objects makes the records useless, whether
 	 * their own fdatasync has run yet or not. */
@@ -521,11 +517,8 @@ static void retire(struct dir_wal *w)
 	while (n < w->npend && w->pend[n].seq <= upto)
 		n++;
 	char **keys = malloc((n ? n : 1) * sizeof(*keys));
-	if (!keys) {
-		w->retire_failed = 1;
-		pthread_cond_broadcast(&w->cond);
-		return;
-	}
+	if (!keys)
+		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
 		keys[i] = w->pend[i].key;
 	/* Only this thread writes the header, and frees the keys of the
@@ -536,9 +529,16 @@ static void retire(struct dir_wal *w)
 		rc = hdr_write(w, w->fd, upto, phys(head));
 	pthread_mutex_lock(&w->m);
 	free(keys);
-	w->retire_failed = rc < 0;
 	if (rc < 0) {
-		log_error("store %s: cannot retire its write-ahead log: %s", w->url, strerror(-rc));
+		/* An fsync that failed once may succeed when tried again with
+		 * the data lost (the kernel reports a writeback error once).
+		 * So no retry: the records stay for the next open, which writes
+		 * every object again, and the puts sync their own files. */
+		log_error("store %s: cannot retire its write-ahead log: %s; its records stay "
+			  "until the store is opened again",
+			  w->url, strerror(-rc));
+		w->retire_failed = 1;
+		w->sync_failed = 1;
 	} else {
 		w->retired = upto;
 		w->tail = head;
@@ -549,6 +549,7 @@ static void retire(struct dir_wal *w)
 		w->npend -= n;
 	}
 	pthread_cond_broadcast(&w->cond);
+	return 0;
 }
 
 static void *retirer_main(void *arg)
@@ -558,10 +559,7 @@ static void *retirer_main(void *arg)
 	for (;;) {
 		uint64_t now = util_now_ns();
 		if (retire_due(w, now)) {
-			retire(w);
-			if (w->retire_failed && w->stop)
-				return NULL; /* the records stay for the next open */
-			if (w->retire_failed) /* do not spin on a failing disk */
+			if (retire(w) < 0) /* no memory: wait before trying again */
 				timed_wait(&w->work, &w->m, 1000000000ULL);
 			continue;
 		}

@@ -21,15 +21,18 @@
  * wait for all their dirty data while the log fills.)
  *
  * Replay: after a crash, the next open of the store by a process that can
- * lock the log writes again, durably, each object of a record not retired
- * that is missing or whose bytes differ (its rename outlived its data).
- * Objects are written once (store.h), so different bytes under a recorded
- * key can only be a torn copy of the recorded ones.
+ * lock the log writes again, durably, the object of each record not
+ * retired: it may be missing or torn (its rename outlived its data), or
+ * look whole only from the page cache.  Objects are written once
+ * (store.h), so the record's bytes are the object's.  A retirement that
+ * fails leaves its records for this replay: the log then takes no more
+ * puts, and the fsync is not tried again (after a writeback error a
+ * second fsync can succeed with the data lost).
  *
  * Ownership: one process appends at a time, the one holding an exclusive
  * flock on the log; it takes it at its first small put.  A process that
  * finds it taken puts the plain way (and tries again every few seconds).
- * The log assumes a local filesystem, where flock and syncfs mean what
+ * The log assumes a local filesystem, where flock and fsync mean what
  * they say.
  *
  * Layout, little-endian.  Two header slots, at 0 and HDR_SLOT, written in

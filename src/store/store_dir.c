@@ -58,6 +58,7 @@ struct store_dir {
 	pthread_mutex_t lazy_lock; /* the keys put lazily and not synced yet */
 	char **lazy;
 	size_t nlazy, caplazy;
+	int lazy_failed; /* a sync of them failed: dir_sync fails from then on */
 };
 
 static struct store_dir *to_dir(struct store *st)
@@ -197,24 +198,23 @@ static int publish(struct store_dir *d, const char *name, const char *key, int f
 /* Make object key, renamed into place without syncing, durable. */
 static int sync_object(struct store_dir *d, const char *key)
 {
-	char dir[KEY_MAX + 1];
-	CLEANUP_CLOSE int fd = openat(d->rootfd, key, O_RDONLY | O_CLOEXEC);
-
-	if (fd < 0 || fsync(fd) < 0)
-		return -errno;
-	key_dirname(key, dir);
-	return fsync_dir_at(d->rootfd, dir);
+	return dir_sync_objects(d->rootfd, (char **)&key, 1);
 }
 
 /* Remember key, put lazily, for dir_sync: 0, or 1 when LAZY_MAX keys wait
  * (the caller syncs them rather than let the list grow without bound when
- * store_sync is rare), or -ENOMEM. */
+ * store_sync is rare), or -errno: no memory, or a sync failed before (see
+ * dir_sync); the caller syncs the object itself. */
 static int lazy_note(struct store_dir *d, const char *key)
 {
 	char *k = strdup(key);
 	if (!k)
 		return -ENOMEM;
 	LOCK_GUARD(&d->lazy_lock);
+	if (d->lazy_failed) {
+		free(k);
+		return -EIO;
+	}
 	if (d->nlazy == d->caplazy) {
 		size_t cap = d->caplazy ? d->caplazy * 2 : 64;
 		char **nv = realloc(d->lazy, cap * sizeof(*nv));
@@ -229,8 +229,10 @@ static int lazy_note(struct store_dir *d, const char *key)
 	return d->nlazy >= LAZY_MAX;
 }
 
-/* fsync what was put lazily so far, and its directories.  On failure the
- * keys stay for the next call. */
+/* fsync what was put lazily so far, and its directories.  A failure is
+ * final: an fsync tried again after a writeback error can succeed with the
+ * data lost, so from then on every call fails, and the callers keep the
+ * bytes where they are (the index logs that carry them). */
 static int dir_sync(struct store *st)
 {
 	struct store_dir *d = to_dir(st);
@@ -238,28 +240,32 @@ static int dir_sync(struct store *st)
 	size_t n;
 
 	pthread_mutex_lock(&d->lazy_lock);
+	if (d->lazy_failed) {
+		pthread_mutex_unlock(&d->lazy_lock);
+		return -EIO;
+	}
 	keys = d->lazy;
 	n = d->nlazy;
 	d->lazy = NULL;
 	d->nlazy = d->caplazy = 0;
 	pthread_mutex_unlock(&d->lazy_lock);
-	if (!n)
-		return 0;
-	int r = dir_sync_objects(d->rootfd, keys, n);
+	int r = n ? dir_sync_objects(d->rootfd, keys, n) : 0;
 	if (r < 0) {
 		dir_err(st, "fsync objects put before", keys[n - 1], -r);
-		for (size_t i = 0; i < n; i++)
-			if (lazy_note(d, keys[i]) < 0)
-				break; /* out of memory: the error below says it */
+		log_error("store %s: objects put lately cannot be made durable; the index logs "
+			  "that carry them are kept",
+			  st->url);
+		pthread_mutex_lock(&d->lazy_lock);
+		d->lazy_failed = 1;
+		pthread_mutex_unlock(&d->lazy_lock);
 	}
 	for (size_t i = 0; i < n; i++)
 		free(keys[i]);
 	free(keys);
-	return r < 0 ? (r == -ENOSPC ? r : -EIO) : 0;
+	return r < 0 ? -EIO : 0;
 }
 
 static int replay_object(void *arg, const char *key, const void *data, size_t len);
-static int dir_get_all(struct store *st, const char *key, void **data, size_t *len);
 
 enum put_mode {
 	PUT_LAZY,    /* STORE_PUT_LAZY: no sync until dir_sync */
@@ -301,7 +307,8 @@ static int put_object(struct store_dir *d, const char *key, const void *data, si
 	if (lazy) {
 		r = lazy_note(d, key);
 		if (r > 0)
-			r = dir_sync(st); /* enough waiting: sync them all now */
+			dir_sync(st); /* enough waiting: a failure is final, and
+					 the next store_sync reports it */
 		if (r >= 0)
 			return 0;
 		r = sync_object(d, key); /* not noted: sync it now */
@@ -322,18 +329,14 @@ static int put_object(struct store_dir *d, const char *key, const void *data, si
 }
 
 /* Replay of a write-ahead log record: write key again, durably and without
- * the log, unless it already holds these bytes. */
+ * the log.  Always, even when the file seems to hold these bytes: they may
+ * be only in the page cache, over blocks whose writeback failed. */
 static int replay_object(void *arg, const char *key, const void *data, size_t len)
 {
 	struct store_dir *d = arg;
-	CLEANUP_FREE void *cur = NULL;
-	size_t clen = 0;
 
 	if (!key_valid(key))
 		return -EINVAL;
-	if (dir_get_all(&d->base, key, &cur, &clen) == 0 && clen == len &&
-	    memcmp(cur, data, len) == 0)
-		return 0;
 	return put_object(d, key, data, len, 0, PUT_REPLAYED);
 }
 
