@@ -92,6 +92,9 @@ static uint8_t *buf_get(struct buf *b, size_t len)
 }
 
 #define SPARE_PAYLOADS 8 /* WRITE buffers a connection keeps for reuse */
+/* Larger buffers (a request may take NBDS_MAX_PAYLOAD) are not kept: a
+ * connection's workers and spares would hold them for its whole life. */
+#define BUF_KEEP_MAX (4u << 20)
 
 struct conn {
 	struct nbds *s;
@@ -536,7 +539,7 @@ static uint64_t job_bytes(const struct nbds_req *r)
 static void payload_put(struct conn *c, struct job *j)
 {
 	pthread_mutex_lock(&c->qlock);
-	if (j->payload && c->nspare < SPARE_PAYLOADS) {
+	if (j->payload && j->cap <= BUF_KEEP_MAX && c->nspare < SPARE_PAYLOADS) {
 		c->spare[c->nspare++] = (struct buf){j->payload, j->cap};
 		j->payload = NULL;
 	}
@@ -582,6 +585,10 @@ static void *worker(void *arg)
 			return NULL;
 		}
 		run_job(c, j, &rb);
+		if (rb.cap > BUF_KEEP_MAX) {
+			free(rb.p);
+			rb = (struct buf){0};
+		}
 		payload_put(c, j);
 		pthread_mutex_lock(&c->qlock);
 		c->inflight--;
