@@ -391,12 +391,11 @@ static int seg_seal(struct data *d)
 }
 
 /* Seal plen bytes of block (ino, blk) into the open segment and point the
- * extent map at it.  An all-zero block becomes a hole. */
-/* Pack one block into the open segment and point the index at it.  With
- * cache set, the block also goes into the memory cache under its new frame:
- * a block written in part (a database page, a log being appended to) is
- * likely to be written in part again soon, and reading it back for that
- * would mean fetching and opening the frame just made. */
+ * extent map at it.  An all-zero block becomes a hole.  With cache set, the
+ * block also goes into the memory cache under its new frame: a block
+ * written in part (a database page, a log being appended to) is likely to
+ * be written in part again soon, and reading it back for that would mean
+ * fetching and opening the frame just made. */
 static int pack_block(struct data *d, uint64_t ino, uint64_t blk, const uint8_t *plain,
 		      uint32_t plen, int cache)
 {

@@ -61,7 +61,8 @@ struct store_ops {
 	int (*get_all)(struct store *st, const char *key, void **data, size_t *len);
 	/* Create or replace key atomically and durably: when put returns 0 the
 	 * whole object is stored and a reader sees either the old or the new
-	 * object, never a mix.  flags: STORE_PUT_IF_ABSENT. */
+	 * object, never a mix.  flags: STORE_PUT_IF_ABSENT, STORE_PUT_LAZY
+	 * (durable only after the next sync). */
 	int (*put)(struct store *st, const char *key, const void *data, size_t len, int flags);
 	/* Delete key; deleting a missing key is not an error.  flags:
 	 * STORE_DEL_LAZY. */
