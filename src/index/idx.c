@@ -1,6 +1,6 @@
 /* idx.c: the SQLite index (see idx.h).  One connection, every statement
- * prepared once at open and kept in ix->st[]; a sqlite3_session on the
- * replicated tables records what the journal must make durable.
+ * prepared once at open and kept in ix->st[]; a recorder on the replicated
+ * tables (changes.h) notes what the journal must make durable.
  *
  * Statements are borrowed with the STMT() macro, which resets the statement
  * and clears its bindings when the borrowing scope ends, so no path can leave
@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "index/changes.h"
 #include "log.h"
 
 static const char schema_sql[] =
@@ -192,7 +193,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 
 struct idx {
 	sqlite3 *db;
-	sqlite3_session *session;
+	struct chg *changes; /* what the journal's next barrier must carry */
 	sqlite3_stmt *st[ST_COUNT];
 	int depth; /* open idx_begin savepoints */
 	int lost; /* the batch transaction was lost: every call fails (batch_lost) */
@@ -381,22 +382,6 @@ static void column_extent(sqlite3_stmt *st, struct idx_extent *out)
 
 /* ---- open and close ---- */
 
-static int session_new(struct idx *ix, sqlite3_session **out)
-{
-	sqlite3_session *s;
-
-	if (sqlite3session_create(ix->db, "main", &s) != SQLITE_OK)
-		return db_error(ix, "session create");
-	for (size_t i = 0; i < ARRAY_SIZE(replicated); i++) {
-		if (sqlite3session_attach(s, replicated[i]) != SQLITE_OK) {
-			sqlite3session_delete(s);
-			return db_error(ix, "session attach");
-		}
-	}
-	*out = s;
-	return 0;
-}
-
 static int journal_mode_cb(void *arg, int ncol, char **val, char **col)
 {
 	int *wal = arg;
@@ -468,8 +453,10 @@ struct idx *idx_open(const char *path)
 	r = configure(ix);
 	if (r == 0)
 		r = prepare_all(ix);
-	if (r == 0)
-		r = session_new(ix, &ix->session);
+	if (r == 0) {
+		ix->changes = chg_new(ix->db, replicated, ARRAY_SIZE(replicated));
+		r = ix->changes ? 0 : -errno;
+	}
 	if (r == 0)
 		return ix;
 err_close:
@@ -484,8 +471,7 @@ static int close_db(struct idx *ix)
 {
 	int r = idx_flush(ix);
 
-	if (ix->session)
-		sqlite3session_delete(ix->session);
+	chg_free(ix->changes);
 	for (int i = 0; i < ST_COUNT; i++)
 		sqlite3_finalize(ix->st[i]);
 	if (sqlite3_close(ix->db) != SQLITE_OK && r == 0) {
@@ -1353,44 +1339,29 @@ int idx_xattr_list(struct idx *ix, uint64_t ino, int (*cb)(void *arg, const char
 
 int idx_changeset_take(struct idx *ix, void **cs, size_t *len)
 {
-	sqlite3_session *fresh;
-	void *buf = NULL;
-	int n = 0;
 	int r;
 
-	/* Inside an operation the session would hand out half of it. */
-	r = idx_flush(ix);
-	if (r < 0)
-		return r;
-	/* Idle barriers are common: no changeset to build, no session to renew. */
-	if (sqlite3session_isempty(ix->session)) {
-		*cs = NULL;
-		*len = 0;
-		return 0;
-	}
-	if (sqlite3session_changeset(ix->session, &n, &buf) != SQLITE_OK)
-		return db_error(ix, "changeset");
 	*cs = NULL;
-	if (n > 0) {
-		*cs = malloc((size_t)n);
-		if (!*cs) {
-			sqlite3_free(buf);
-			return -ENOMEM;
-		}
-		memcpy(*cs, buf, (size_t)n);
-	}
-	sqlite3_free(buf);
-	/* Only now drop the old session: on any failure above it still holds
-	 * every change, and the next take returns them all. */
-	r = session_new(ix, &fresh);
+	*len = 0;
+	/* Inside an operation the changeset would hold half of it. */
+	if (ix->depth)
+		return -EBUSY;
+	/* Idle barriers are common: nothing to build. */
+	if (chg_isempty(ix->changes))
+		return idx_flush(ix);
+	/* Built inside the batch transaction, before its commit: the rows are
+	 * read in one transaction, not one each. */
+	r = chg_changeset(ix->changes, cs, len);
+	if (r == 0)
+		r = idx_flush(ix);
 	if (r < 0) {
+		/* The record still holds every change: the next take has them all. */
 		free(*cs);
 		*cs = NULL;
+		*len = 0;
 		return r;
 	}
-	sqlite3session_delete(ix->session);
-	ix->session = fresh;
-	*len = (size_t)n;
+	chg_clear(ix->changes);
 	return 0;
 }
 
@@ -1438,10 +1409,10 @@ int idx_changeset_apply(struct idx *ix, const void *cs, size_t len)
 		return db_error(ix, "changeset apply");
 	/* Recovery replays what is already durable: recording it again would
 	 * write it to the journal twice. */
-	sqlite3session_enable(ix->session, 0);
+	chg_enable(ix->changes, 0);
 	rc = sqlite3changeset_apply(ix->db, (int)len, (void *)cs, apply_filter, apply_conflict,
 				    &ctx);
-	sqlite3session_enable(ix->session, 1);
+	chg_enable(ix->changes, 1);
 	if (rc == SQLITE_OK && !ctx.conflicts) {
 		if (sqlite3_exec(ix->db, "RELEASE idx_apply", NULL, NULL, NULL) == SQLITE_OK)
 			return 0;
@@ -1513,7 +1484,7 @@ int idx_replace_from_image(struct idx *ix, const void *image, size_t len)
 	int r = attach_image(ix, image, len, "img", tmp);
 	if (r < 0)
 		return r;
-	sqlite3session_enable(ix->session, 0);
+	chg_enable(ix->changes, 0);
 	if (sqlite3_exec(ix->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
 		r = db_error(ix, "replace from image");
 	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(replicated); i++) {
@@ -1522,7 +1493,7 @@ int idx_replace_from_image(struct idx *ix, const void *image, size_t len)
 		if (sqlite3_exec(ix->db, sql, NULL, NULL, NULL) != SQLITE_OK)
 			r = db_error(ix, "replace from image");
 	}
-	sqlite3session_enable(ix->session, 1);
+	chg_enable(ix->changes, 1);
 	if (r == 0)
 		r = idx_flush(ix);
 	else if (!sqlite3_get_autocommit(ix->db))
@@ -1656,7 +1627,7 @@ int idx_rollback_to_image(struct idx *ix, const void *image, size_t len)
 	if (r < 0)
 		return r;
 	r = batch(ix);
-	/* Recorded in the session: the next log carries the rollback.  Rows
+	/* Recorded: the next log carries the rollback.  Rows
 	 * that did not change cancel out in the changeset. */
 	for (size_t i = 0; r == 0 && i < ARRAY_SIZE(tables); i++) {
 		snprintf(sql, sizeof(sql),
@@ -1707,7 +1678,7 @@ int idx_changeset_apply_logged(struct idx *ix, const void *cs, size_t len)
 	int b = batch(ix);
 	if (b < 0)
 		return b;
-	/* Recorded in the session: the target's own log carries it. */
+	/* Recorded: the target's own log carries it. */
 	int rc = sqlite3changeset_apply(ix->db, (int)len, (void *)cs, stream_filter,
 					stream_conflict, NULL);
 	return rc == SQLITE_OK ? 0 : db_error(ix, "stream apply");

@@ -4,9 +4,10 @@
  *
  * Durability is not SQLite's job here (synchronous=OFF, WAL): the journal
  * makes the index durable in the object store.  Every change to the
- * replicated tables (all but "local") is recorded by a SQLite session; the
- * journal takes the recorded changes as a changeset at each barrier
- * (idx_changeset_take) and writes it to the store; recovery applies
+ * replicated tables (all but "local") is recorded (changes.h); the journal
+ * takes the recorded changes as a changeset, in the format of SQLite's
+ * session extension, at each barrier (idx_changeset_take) and writes it to
+ * the store; recovery applies
  * changesets in order to a checkpoint image (idx_serialize /
  * idx_open_image).
  *
@@ -210,8 +211,7 @@ int idx_changeset_take(struct idx *ix, void **cs, size_t *len);
  * means the log does not fit this database: -EUCLEAN, nothing applied. */
 int idx_changeset_apply(struct idx *ix, const void *cs, size_t len);
 /* Replace every replicated table with the content of image (a checkpoint):
- * a replica catching up after the writer pruned its logs.  Not recorded in
- * the session. */
+ * a replica catching up after the writer pruned its logs.  Not recorded. */
 int idx_replace_from_image(struct idx *ix, const void *image, size_t len);
 
 /* send: compare two index files (the base may be an empty schema).  *cs
@@ -226,9 +226,9 @@ int idx_stream_diff(const char *base_path, const char *target_path, void **cs, s
  * inode, name, symlink, attribute or extent? */
 int idx_differs_from_image(struct idx *ix, const void *image, size_t len, int *differs);
 /* receive --force: make the namespace and extents those of image (a
- * snapshot of this index), recorded in the session; live counts recounted. */
+ * snapshot of this index), recorded; live counts recounted. */
 int idx_rollback_to_image(struct idx *ix, const void *image, size_t len);
-/* receive: apply a stream's changeset, recorded in the session (the
+/* receive: apply a stream's changeset, recorded (the
  * target's next log carries it); conflicts replace. */
 int idx_changeset_apply_logged(struct idx *ix, const void *cs, size_t len);
 /* The whole database as an image (malloc'd) for a checkpoint. */
