@@ -109,6 +109,9 @@ enum stmt_id {
 	ST_COUNT
 };
 
+/* How long a batch transaction may stay open across barriers. */
+#define IDX_BATCH_NS (250 * 1000000ULL)
+
 #define INODE_COLS "ino, mode, uid, gid, nlink, size, rdev, atime, mtime, ctime, btime"
 #define NAME_BUF 256
 #define EXTENT_COLS "blk, seg, off, len, plen, frame"
@@ -197,6 +200,7 @@ struct idx {
 	sqlite3_stmt *st[ST_COUNT];
 	int depth; /* open idx_begin savepoints */
 	int lost; /* the batch transaction was lost: every call fails (batch_lost) */
+	uint64_t batch_ns; /* when the batch transaction began */
 };
 
 static void stmt_release(sqlite3_stmt **st)
@@ -223,7 +227,7 @@ static int db_error(struct idx *ix, const char *what)
 static int batch_lost(struct idx *ix, const char *what, const char *msg, int err)
 {
 	if (!ix->lost)
-		log_error("index: %s failed (%s%s%s): %s lost the changes since the last barrier; "
+		log_error("index: %s failed (%s%s%s): %s lost the changes since its last commit; "
 			  "every request now fails with EIO: free space in the cache directory, "
 			  "then unmount and mount again",
 			  what, msg, err ? ": " : "", err ? strerror(err) : "",
@@ -248,6 +252,7 @@ static int batch(struct idx *ix)
 		log_error("index: BEGIN: %s", sqlite3_errmsg(ix->db));
 		return -EIO;
 	}
+	ix->batch_ns = util_now_ns();
 	return 0;
 }
 
@@ -1339,20 +1344,27 @@ int idx_xattr_list(struct idx *ix, uint64_t ino, int (*cb)(void *arg, const char
 
 int idx_changeset_take(struct idx *ix, void **cs, size_t *len)
 {
-	int r;
+	int r = 0;
 
 	*cs = NULL;
 	*len = 0;
 	/* Inside an operation the changeset would hold half of it. */
 	if (ix->depth)
 		return -EBUSY;
-	/* Idle barriers are common: nothing to build. */
-	if (chg_isempty(ix->changes))
-		return idx_flush(ix);
-	/* Built inside the batch transaction, before its commit: the rows are
-	 * read in one transaction, not one each. */
-	r = chg_changeset(ix->changes, cs, len);
-	if (r == 0)
+	if (ix->lost)
+		return -EIO;
+	/* Built inside the batch transaction: the rows are read in one
+	 * transaction, not one each.  Idle barriers are common: nothing to
+	 * build then. */
+	if (!chg_isempty(ix->changes))
+		r = chg_changeset(ix->changes, cs, len);
+	/* The commit writes every page the batch changed into SQLite's WAL.
+	 * Nothing needs it at a barrier (the journal makes the changes
+	 * durable, and a crash leaves the database unused: it is rebuilt from
+	 * the store), so a batch spans the barriers of IDX_BATCH_NS and a page
+	 * changed by many of them is written once. */
+	if (r == 0 && !sqlite3_get_autocommit(ix->db) &&
+	    util_now_ns() - ix->batch_ns >= IDX_BATCH_NS)
 		r = idx_flush(ix);
 	if (r < 0) {
 		/* The record still holds every change: the next take has them all. */

@@ -96,9 +96,10 @@ int idx_close_sealed(struct idx *ix);
 int idx_check_seal(const char *path);
 
 /* Transactions around each filesystem operation: savepoints inside one
- * batch transaction that every write opens and idx_flush commits (the
- * journal flushes at each barrier; idx_changeset_take, idx_serialize and
- * idx_close flush first).  idx_flush: -EBUSY inside idx_begin. */
+ * batch transaction that every write opens and idx_flush commits
+ * (idx_changeset_take when the batch is a quarter of a second old;
+ * idx_serialize, the image calls and idx_close first).  idx_flush: -EBUSY
+ * inside idx_begin. */
 int idx_begin(struct idx *ix);
 int idx_commit(struct idx *ix);
 void idx_rollback(struct idx *ix);
@@ -205,7 +206,7 @@ int idx_xattr_list(struct idx *ix, uint64_t ino, int (*cb)(void *arg, const char
 /* Durability hooks for the journal.
  * idx_changeset_take: the changes recorded since the previous take (or open)
  * as a changeset (malloc'd; *len 0 and *cs NULL when nothing changed); then
- * recording starts afresh.  Must not be called inside a transaction. */
+ * recording starts afresh.  -EBUSY inside idx_begin. */
 int idx_changeset_take(struct idx *ix, void **cs, size_t *len);
 /* Apply a changeset (recovery).  The changes are not recorded.  Any conflict
  * means the log does not fit this database: -EUCLEAN, nothing applied. */
