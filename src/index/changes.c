@@ -212,8 +212,8 @@ static int put_column(struct buf *b, sqlite3_stmt *st, int i)
 
 /* The length of the field at p (0 if it runs past end), and where its
  * payload starts (*data) and how long it is (*n) for text and blobs. */
-static size_t field_len(const unsigned char *p, const unsigned char *end, const unsigned char **data,
-			uint32_t *n)
+static size_t field_len(const unsigned char *p, const unsigned char *end,
+			const unsigned char **data, uint32_t *n)
 {
 	if (p >= end)
 		return 0;
@@ -333,9 +333,10 @@ static int reserve_row(struct chg *c)
 static void fail(struct chg *c, int err, const char *table, const char *why)
 {
 	if (!c->err)
-		log_error("index: cannot record a change to table %s (%s): every barrier now fails; "
-			  "unmount and mount again",
-			  table, why);
+		log_error(
+			"index: cannot record a change to table %s (%s): every barrier now fails; "
+			"unmount and mount again",
+			table, why);
 	c->err = err;
 }
 
@@ -482,7 +483,7 @@ static int put_row(struct chg *c, const struct row *r, struct buf *out, int *hea
 	const struct chg_table *t = &c->t[r->table];
 	sqlite3_stmt *st = t->sel;
 	size_t mark = out->len;
-	int now, r2 = 0, changed = 1;
+	int now, err = 0, changed = 1;
 
 	if (bind_key(st, c->bytes.p + r->key, r->keylen) < 0)
 		return -EIO;
@@ -497,26 +498,26 @@ static int put_row(struct chg *c, const struct row *r, struct buf *out, int *hea
 	if (!now && !r->existed)
 		goto out;
 	if (!*headed)
-		r2 = put_header(out, t);
-	if (r2 == 0 && now && !r->existed) {
-		r2 = put_byte(out, SQLITE_INSERT) < 0 || put_byte(out, 0) < 0 ? -ENOMEM : 0;
-		for (int i = 0; r2 == 0 && i < t->ncol; i++)
-			r2 = put_column(out, st, i);
-	} else if (r2 == 0 && !now) {
-		r2 = put_byte(out, SQLITE_DELETE) < 0 || put_byte(out, 0) < 0 ? -ENOMEM : 0;
-		if (r2 == 0)
-			r2 = put(out, c->bytes.p + r->old, r->oldlen);
-	} else if (r2 == 0) {
-		r2 = put_update(c, t, r, st, out, &changed);
+		err = put_header(out, t);
+	if (err == 0 && now && !r->existed) {
+		err = put_byte(out, SQLITE_INSERT) < 0 || put_byte(out, 0) < 0 ? -ENOMEM : 0;
+		for (int i = 0; err == 0 && i < t->ncol; i++)
+			err = put_column(out, st, i);
+	} else if (err == 0 && !now) {
+		err = put_byte(out, SQLITE_DELETE) < 0 || put_byte(out, 0) < 0 ? -ENOMEM : 0;
+		if (err == 0)
+			err = put(out, c->bytes.p + r->old, r->oldlen);
+	} else if (err == 0) {
+		err = put_update(c, t, r, st, out, &changed);
 	}
-	if (r2 == 0 && !changed)
+	if (err == 0 && !changed)
 		out->len = mark; /* back where it was: no change, maybe no header */
-	else if (r2 == 0)
+	else if (err == 0)
 		*headed = 1;
 out:
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
-	return r2;
+	return err;
 }
 
 int chg_changeset(struct chg *c, void **cs, size_t *len)
@@ -589,8 +590,8 @@ static int table_info(sqlite3 *db, struct chg_table *t)
 		unsigned char *f = realloc(t->pk, (size_t)t->ncol + 1);
 		char *part = sqlite3_mprintf("%s\"%w\"", t->ncol ? ", " : "", col ? col : "");
 		char *cond = pk ? sqlite3_mprintf("%s\"%w\" = ?%d", npk ? " AND " : "",
-						   col ? col : "", npk + 1)
-				: NULL;
+						  col ? col : "", npk + 1) :
+				  NULL;
 
 		if (f)
 			t->pk = f;

@@ -43,9 +43,9 @@ static sqlite3 *open_db(void)
 {
 	sqlite3 *db;
 
-	cr_assert_eq(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-				     NULL),
-		     SQLITE_OK);
+	cr_assert_eq(
+		sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+		SQLITE_OK);
 	cr_assert_eq(sqlite3_exec(db, schema, NULL, NULL, NULL), SQLITE_OK, "%s",
 		     sqlite3_errmsg(db));
 	return db;
@@ -105,8 +105,7 @@ static void both(const char *setup, const char *sql, void **mine, size_t *mlen, 
 	sqlite3_close(b);
 }
 
-static void expect_vector(const char *setup, const char *sql, const unsigned char *want,
-			  size_t n)
+static void expect_vector(const char *setup, const char *sql, const unsigned char *want, size_t n)
 {
 	void *mine, *theirs;
 	size_t mlen;
@@ -123,18 +122,21 @@ static void expect_vector(const char *setup, const char *sql, const unsigned cha
 
 Test(changes, known_answer_insert)
 {
+	/* clang-format off */
 	static const unsigned char want[] = {
 		'T', 2, 1, 0, 'k', 'v', 0,		      /* kv: 2 columns, k is the key */
 		SQLITE_INSERT, 0,			      /* insert, direct */
 		3, 1, 'a',				      /* k: text "a" */
 		1, 0, 0, 0, 0, 0, 0, 0x01, 0x2c,	      /* v: integer 300 */
 	};
+	/* clang-format on */
 
 	expect_vector(NULL, "INSERT INTO kv VALUES('a', 300)", want, sizeof(want));
 }
 
 Test(changes, known_answer_update)
 {
+	/* clang-format off */
 	static const unsigned char want[] = {
 		'T', 5, 1, 2, 0, 0, 0, 'e', 'x', 't', 0, /* ino and blk: the key's 1st and 2nd */
 		SQLITE_UPDATE, 0,
@@ -151,6 +153,7 @@ Test(changes, known_answer_update)
 		0,
 		0,
 	};
+	/* clang-format on */
 
 	expect_vector("INSERT INTO ext VALUES(7, -2, 9, 0.5, x'00')",
 		      "UPDATE ext SET seg = 10 WHERE ino = 7", want, sizeof(want));
@@ -160,6 +163,7 @@ Test(changes, known_answer_delete)
 {
 	/* Then b: a blob of 200 bytes, whose length is the two-byte varint
 	 * 0x81 0x48. */
+	/* clang-format off */
 	static const unsigned char head[] = {
 		'T', 5, 1, 2, 0, 0, 0, 'e', 'x', 't', 0,
 		SQLITE_DELETE, 0,
@@ -169,6 +173,7 @@ Test(changes, known_answer_delete)
 		2, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0,	/* r: real 0.5 */
 		4, 0x81, 0x48,				/* b: blob of 200 bytes */
 	};
+	/* clang-format on */
 	void *mine, *theirs;
 	size_t mlen;
 	int tlen;
@@ -277,8 +282,10 @@ static void random_sql(char *sql, size_t n)
 		snprintf(sql, n, "INSERT OR IGNORE INTO kv VALUES('k%u', %s)", k, vals[v]);
 		break;
 	case 1:
-		snprintf(sql, n, "INSERT INTO kv VALUES('k%u', %s) ON CONFLICT(k) DO UPDATE SET"
-			 " v = excluded.v", k, vals[v]);
+		snprintf(sql, n,
+			 "INSERT INTO kv VALUES('k%u', %s) ON CONFLICT(k) DO UPDATE SET"
+			 " v = excluded.v",
+			 k, vals[v]);
 		break;
 	case 2:
 		snprintf(sql, n, "DELETE FROM kv WHERE k = 'k%u'", k);
@@ -288,7 +295,8 @@ static void random_sql(char *sql, size_t n)
 		snprintf(sql, n, "UPDATE OR IGNORE kv SET k = 'k%u' WHERE k = 'k%u'", rnd(12), k);
 		break;
 	case 4:
-		snprintf(sql, n, "INSERT OR IGNORE INTO ent(parent, name, ino) VALUES(%u, 'n%u', %u)",
+		snprintf(sql, n,
+			 "INSERT OR IGNORE INTO ent(parent, name, ino) VALUES(%u, 'n%u', %u)",
 			 k % 3, v, rnd(100));
 		break;
 	case 5:
@@ -299,14 +307,16 @@ static void random_sql(char *sql, size_t n)
 		break;
 	case 7:
 		/* REPLACE deletes the row holding the same (parent, name). */
-		snprintf(sql, n, "INSERT OR REPLACE INTO ent(parent, name, ino) VALUES(%u, 'n%u', %u)",
+		snprintf(sql, n,
+			 "INSERT OR REPLACE INTO ent(parent, name, ino) VALUES(%u, 'n%u', %u)",
 			 k % 3, v, rnd(100));
 		break;
 	case 8:
 	case 9:
-		snprintf(sql, n, "INSERT INTO ext VALUES(%u, %u, %u, %s, %s) ON CONFLICT(ino, blk)"
-			 " DO UPDATE SET seg = excluded.seg, r = excluded.r", k % 4, v, rnd(3),
-			 vals[rnd(5)], vals[rnd(5)]);
+		snprintf(sql, n,
+			 "INSERT INTO ext VALUES(%u, %u, %u, %s, %s) ON CONFLICT(ino, blk)"
+			 " DO UPDATE SET seg = excluded.seg, r = excluded.r",
+			 k % 4, v, rnd(3), vals[rnd(5)], vals[rnd(5)]);
 		break;
 	case 10:
 		snprintf(sql, n, "DELETE FROM ext WHERE ino = %u AND blk >= %u", k % 4, v);
@@ -315,7 +325,8 @@ static void random_sql(char *sql, size_t n)
 		snprintf(sql, n, "UPDATE ext SET b = %s WHERE ino = %u", vals[v], k % 4);
 		break;
 	case 12:
-		snprintf(sql, n, "UPDATE OR IGNORE ext SET blk = blk + 1 WHERE ino = %u AND blk = %u",
+		snprintf(sql, n,
+			 "UPDATE OR IGNORE ext SET blk = blk + 1 WHERE ino = %u AND blk = %u",
 			 k % 4, v);
 		break;
 	default:
@@ -348,7 +359,8 @@ static char *describe(sqlite3_changeset_iter *it)
 			else if (sqlite3_value_type(v) == SQLITE_BLOB ||
 				 sqlite3_value_type(v) == SQLITE_TEXT)
 				snprintf(f, sizeof(f), " %d:%.*s", sqlite3_value_type(v),
-					 sqlite3_value_bytes(v), (const char *)sqlite3_value_text(v));
+					 sqlite3_value_bytes(v),
+					 (const char *)sqlite3_value_text(v));
 			else
 				snprintf(f, sizeof(f), " %d:%s", sqlite3_value_type(v),
 					 (const char *)sqlite3_value_text(v));
@@ -454,7 +466,8 @@ Test(changes, random_sequences_match_the_session_extension, .timeout = 120)
 			int rb = sqlite3_exec(b, sql, NULL, NULL, NULL);
 			cr_assert_eq(ra, rb, "%s: %d against %d", sql, ra, rb);
 			if (sp) {
-				const char *end = rnd(2) ? "ROLLBACK TO op; RELEASE op" : "RELEASE op";
+				const char *end =
+					rnd(2) ? "ROLLBACK TO op; RELEASE op" : "RELEASE op";
 				exec(a, end);
 				exec(b, end);
 			}
@@ -472,9 +485,10 @@ Test(changes, random_sequences_match_the_session_extension, .timeout = 120)
 			cr_assert_eq(sqlite3session_changeset(s, &tlen, &theirs), SQLITE_OK);
 			sqlite3session_delete(s);
 			s = session(b);
-			size_t nm = changes_of(mine, mlen, &ma), nt = changes_of(theirs, (size_t)tlen, &tb);
-			cr_assert_eq(nm, nt, "round %d: %zu changes against the session's %zu", round,
-				     nm, nt);
+			size_t nm = changes_of(mine, mlen, &ma),
+			       nt = changes_of(theirs, (size_t)tlen, &tb);
+			cr_assert_eq(nm, nt, "round %d: %zu changes against the session's %zu",
+				     round, nm, nt);
 			for (size_t i = 0; i < nm; i++) {
 				cr_assert_str_eq(ma[i], tb[i], "round %d", round);
 				free(ma[i]);
