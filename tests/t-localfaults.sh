@@ -202,7 +202,7 @@ if "$FSPROBE" writesync "$M/many/synced" 100000 55 >/dev/null 2>"$t/fsync.err"; 
 	fail "fsync succeeded with the cache filesystem full"
 fi
 grep -q "Input/output error" "$t/fsync.err" || fail "fsync failed without EIO: $(cat "$t/fsync.err")"
-grep -q "error: index: .*${F}/.*index.db lost the changes since the last barrier" "$LOG" ||
+grep -q "error: index: .*${F}/.*index.db lost the changes since its last commit" "$LOG" ||
 	fail "no log line naming the index after ENOSPC"
 if "$FSPROBE" writesync "$M/after-full" 1000 66 >/dev/null 2>&1; then
 	fail "a write succeeded after the index lost its changes"
