@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 #define RETIRE_AT (CAP / 4)
 #define RETIRE_NS (2 * 1000000000ULL)
 #define RETRY_NS (5 * 1000000000ULL) /* retake a log another process held */
+#define SYNC_THREADS 8 /* fsyncs at once in dir_sync_objects */
 
 struct pend {
 	uint64_t seq, keyhash, at;
@@ -465,22 +467,57 @@ static int retire_due(struct dir_wal *w, uint64_t now)
 	       (w->npend && now - w->pend[0].at >= RETIRE_NS) || w->stop;
 }
 
+/* The objects of a dir_sync_objects call, fsynced by several threads. */
+struct sync_job {
+	int rootfd;
+	char **keys;
+	size_t n;
+	atomic_size_t next;
+	atomic_int rc;
+};
+
+static void *sync_worker(void *arg)
+{
+	struct sync_job *job = arg;
+
+	for (;;) {
+		size_t i = atomic_fetch_add(&job->next, 1);
+		if (i >= job->n || atomic_load(&job->rc))
+			return NULL;
+		int fd = openat(job->rootfd, job->keys[i], O_RDONLY | O_CLOEXEC);
+		int rc = 0;
+		if (fd < 0 && errno != ENOENT)
+			rc = -errno;
+		if (fd >= 0 && fsync(fd) < 0)
+			rc = -errno;
+		if (fd >= 0)
+			close(fd);
+		if (rc) {
+			int zero = 0;
+			atomic_compare_exchange_strong(&job->rc, &zero, rc);
+		}
+	}
+}
+
 int dir_sync_objects(int rootfd, char **keys, size_t n)
 {
 	char last_dir[1025] = "";
-	int rc = 0;
+	struct sync_job job = { .rootfd = rootfd, .keys = keys, .n = n };
+	pthread_t tid[SYNC_THREADS - 1];
+	size_t started = 0;
 
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		int fd = openat(rootfd, keys[i], O_RDONLY | O_CLOEXEC);
-		if (fd < 0) {
-			if (errno != ENOENT)
-				rc = -errno;
-			continue;
-		}
-		if (fsync(fd) < 0)
-			rc = -errno;
-		close(fd);
-	}
+	/* Each fsync ends with a flush of the disk's cache.  Flushes that
+	 * wait together are merged by the block layer into one, so the
+	 * objects are synced by up to SYNC_THREADS threads at once: a
+	 * checkpoint's few hundred small segments cost a few flushes, not
+	 * one each.  Too few threads is no error: fewer flushes merge. */
+	while (started < SYNC_THREADS - 1 && started + 1 < n &&
+	       pthread_create(&tid[started], NULL, sync_worker, &job) == 0)
+		started++;
+	sync_worker(&job);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(tid[i], NULL);
+	int rc = atomic_load(&job.rc);
 	/* The directories: keys of one kind share theirs, so consecutive
 	 * duplicates are the common case. */
 	for (size_t i = 0; i < n && rc == 0; i++) {
