@@ -37,9 +37,9 @@ enum {
 	F_NULL = 5,
 };
 
-/* What chg_clear keeps: beyond this a one-off huge barrier's memory is freed. */
+/* What chg_clear keeps by default (chg_set_keep): beyond this a one-off
+ * huge barrier's memory is freed. */
 #define KEEP_BYTES ((size_t)16 << 20)
-#define KEEP_ROWS ((size_t)1 << 18)
 #define MIN_SLOTS 1024u
 
 struct buf {
@@ -70,6 +70,7 @@ struct chg {
 	int hooked;
 	int enabled;
 	int err; /* sticky: a change went unrecorded */
+	size_t keep; /* bytes of records chg_clear keeps */
 	struct row *rows;
 	size_t nrows, caprows;
 	struct buf bytes;
@@ -546,7 +547,7 @@ int chg_changeset(struct chg *c, void **cs, size_t *len)
 
 void chg_clear(struct chg *c)
 {
-	if (c->bytes.cap > KEEP_BYTES || c->caprows > KEEP_ROWS) {
+	if (c->bytes.cap + c->caprows * sizeof(*c->rows) > c->keep) {
 		free(c->bytes.p);
 		free(c->rows);
 		free(c->slots);
@@ -566,6 +567,11 @@ void chg_clear(struct chg *c)
 int chg_isempty(const struct chg *c)
 {
 	return c->nrows == 0 && !c->err;
+}
+
+void chg_set_keep(struct chg *c, size_t bytes)
+{
+	c->keep = bytes;
 }
 
 void chg_enable(struct chg *c, int on)
@@ -640,6 +646,7 @@ struct chg *chg_new(sqlite3 *db, const char *const *tables, size_t ntables)
 	if (r == 0) {
 		c->db = db;
 		c->enabled = 1;
+		c->keep = KEEP_BYTES;
 		c->t = calloc(ntables, sizeof(*c->t));
 		r = c->t ? 0 : -ENOMEM;
 	}

@@ -49,7 +49,9 @@ int chg_isempty(const struct chg *c);
  * missing a change would lose it). */
 int chg_changeset(struct chg *c, void **cs, size_t *len);
 
-/* Forget what was recorded. */
+/* Forget what was recorded.  The memory it took is kept for the next
+ * changes, up to what chg_set_keep says (16 MiB unless set). */
 void chg_clear(struct chg *c);
+void chg_set_keep(struct chg *c, size_t bytes);
 
 #endif
