@@ -5,12 +5,6 @@
  * Statements are borrowed with the STMT() macro, which resets the statement
  * and clears its bindings when the borrowing scope ends, so no path can leave
  * a statement half-stepped (and holding a read transaction open). */
-#ifndef SQLITE_ENABLE_SESSION
-#define SQLITE_ENABLE_SESSION
-#endif
-#ifndef SQLITE_ENABLE_PREUPDATE_HOOK
-#define SQLITE_ENABLE_PREUPDATE_HOOK
-#endif
 
 #include "index/idx.h"
 

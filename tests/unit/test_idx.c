@@ -11,12 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#ifndef SQLITE_ENABLE_SESSION
-#define SQLITE_ENABLE_SESSION
-#endif
-#ifndef SQLITE_ENABLE_PREUPDATE_HOOK
-#define SQLITE_ENABLE_PREUPDATE_HOOK
-#endif
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
