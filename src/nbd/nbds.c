@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <linux/falloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -168,11 +169,11 @@ static int recv_full(int fd, void *buf, size_t len)
 }
 
 /* Send all of buf (never raising SIGPIPE).  0 or -errno. */
-static int send_full(int fd, const void *buf, size_t len, int more)
+static int send_full(int fd, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 	while (len) {
-		ssize_t n = send(fd, p, len, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -184,20 +185,47 @@ static int send_full(int fd, const void *buf, size_t len, int more)
 	return 0;
 }
 
-/* Send the n parts of one reply in a row.  A failed send marks the
- * connection broken and shuts the socket, which ends the reader. */
-static void send_parts(struct conn *c, const struct iovec *iov, size_t n)
+/* Send the bytes of iov[0, n) in as few sendmsg calls as the socket takes
+ * (one while its buffer has room): a reply's header and data leave in one
+ * system call.  The parts sent are consumed from iov.  0 or -errno. */
+static int send_iov(int fd, struct iovec *iov, size_t n)
+{
+	while (n > 0) {
+		if (iov->iov_len == 0) {
+			iov++;
+			n--;
+			continue;
+		}
+		struct msghdr m = {.msg_iov = iov, .msg_iovlen = MIN(n, (size_t)IOV_MAX)};
+		ssize_t k = sendmsg(fd, &m, MSG_NOSIGNAL | (n > IOV_MAX ? MSG_MORE : 0));
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (size_t done = (size_t)k; done > 0;) {
+			size_t part = MIN(done, iov->iov_len);
+			iov->iov_base = (uint8_t *)iov->iov_base + part;
+			iov->iov_len -= part;
+			done -= part;
+			if (iov->iov_len == 0) {
+				iov++;
+				n--;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Send the n parts of one reply in a row (consuming iov).  A failed send
+ * marks the connection broken and shuts the socket, which ends the
+ * reader. */
+static void send_parts(struct conn *c, struct iovec *iov, size_t n)
 {
 	LOCK_GUARD(&c->reply_lock);
 	if (c->broken)
 		return;
-	size_t end = n; /* after the last part with bytes: the one sent without MSG_MORE */
-	while (end > 0 && iov[end - 1].iov_len == 0)
-		end--;
-	int rc = 0;
-	for (size_t i = 0; rc == 0 && i < end; i++)
-		if (iov[i].iov_len)
-			rc = send_full(c->fd, iov[i].iov_base, iov[i].iov_len, i + 1 < end);
+	int rc = send_iov(c->fd, iov, n);
 	if (rc < 0) {
 		log_debug("nbd: %s: cannot send a reply: %s; closing", c->peer, strerror(-rc));
 		c->broken = 1;
@@ -307,7 +335,7 @@ static int handshake(struct conn *c)
 	int rc;
 
 	nbds_greeting(greeting);
-	if (send_full(c->fd, greeting, sizeof(greeting), 0) < 0 ||
+	if (send_full(c->fd, greeting, sizeof(greeting)) < 0 ||
 	    recv_full(c->fd, cflags, sizeof(cflags)) < 0)
 		return -1;
 	if (nbds_parse_client_flags(cflags, &c->ss.no_zeroes) < 0) {
@@ -330,7 +358,7 @@ static int handshake(struct conn *c)
 		enum nbds_next next;
 		rc = nbds_handle_option(option, data, len, &c->ss, &ex, &out, &next);
 		if (rc == 0)
-			rc = send_full(c->fd, out.buf, out.len, 0);
+			rc = send_full(c->fd, out.buf, out.len);
 		nbds_out_free(&out);
 		if (rc < 0 || next == NBDS_NEXT_CLOSE)
 			return -1;
