@@ -776,11 +776,13 @@ static void *ra_main(void *arg)
 	return NULL;
 }
 
-/* Copy len bytes at boff of block (ino, blk) into out.  Holds the lock on
- * entry and exit; may drop it to read the store. */
+/* Copy len bytes at boff of block (ino, blk) into out; *hole tells whether
+ * the block is a hole.  Holds the lock on entry and exit; may drop it to
+ * read the store. */
 static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, size_t len,
-		      uint8_t *out)
+		      uint8_t *out, int *hole)
 {
+	*hole = 0;
 	for (int tries = 0; tries < 8; tries++) {
 		struct dbuf *b = dirty_find(d, ino, blk);
 		if (b) {
@@ -791,6 +793,7 @@ static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, s
 		int rc = idx_extent_get(d->ix, ino, blk, &e);
 		if (rc == -ENOENT) {
 			memset(out, 0, len);
+			*hole = 1;
 			return 0;
 		}
 		if (rc < 0)
@@ -828,6 +831,12 @@ static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, s
 
 ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf)
 {
+	return data_read_map(d, ino, off, len, buf, NULL, NULL);
+}
+
+ssize_t data_read_map(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf,
+		      data_map_cb cb, void *arg)
+{
 	if (len == 0)
 		return 0;
 	ra_note(d, ino, off >> DATA_BLOCK_SHIFT, (off + len - 1) >> DATA_BLOCK_SHIFT);
@@ -841,9 +850,12 @@ ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *
 		uint64_t blk = pos >> DATA_BLOCK_SHIFT;
 		size_t boff = (size_t)(pos & (DATA_BLOCK_SIZE - 1));
 		size_t n = MIN(len - done, DATA_BLOCK_SIZE - boff);
-		rc = read_block(d, ino, blk, boff, n, out + done);
+		int hole;
+		rc = read_block(d, ino, blk, boff, n, out + done, &hole);
 		if (rc < 0)
 			return rc;
+		if (cb)
+			cb(arg, pos, n, !hole);
 		done += n;
 	}
 	return (ssize_t)len;
@@ -863,7 +875,8 @@ static struct dbuf *dirty_get(struct data *d, uint64_t ino, uint64_t blk, int *r
 		*rc = idx_extent_get(d->ix, ino, blk, &e);
 		uint32_t plen = 0;
 		if (*rc == 0) {
-			*rc = read_block(d, ino, blk, 0, DATA_BLOCK_SIZE, tls_rmw);
+			int hole;
+			*rc = read_block(d, ino, blk, 0, DATA_BLOCK_SIZE, tls_rmw, &hole);
 			if (*rc < 0)
 				return NULL;
 			/* read_block may have dropped the lock: another writer

@@ -92,6 +92,14 @@ int data_write(struct data *d, uint64_t ino, uint64_t off, const void *buf, size
  * read as zeros.  Returns len or -errno (-EIO when a frame fails to
  * authenticate: logged with the object's name). */
 ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf);
+/* data_read that also tells cb, in order, which of the bytes it read were
+ * data (data 1: stored, packed or dirty) and which a hole (0: no extent and
+ * no dirty buffer; they read as zeros), from the same lookups that found
+ * the bytes.  Adjacent ranges may be of the same kind; cb's return value is
+ * ignored and it must not call data_*.  NULL cb: data_read. */
+typedef int (*data_map_cb)(void *arg, uint64_t off, uint64_t len, int data);
+ssize_t data_read_map(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf,
+		      data_map_cb cb, void *arg);
 /* Zero [off, off + len): whole blocks become holes, partial blocks are
  * rewritten.  Used by truncate, PUNCH_HOLE and ZERO_RANGE. */
 int data_zero_range(struct data *d, uint64_t ino, uint64_t off, uint64_t len);

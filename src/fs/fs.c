@@ -582,6 +582,12 @@ int fs_readdir(struct fs *fs, uint64_t dir, uint64_t cookie, int plus, idx_readd
 
 ssize_t fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf)
 {
+	return fs_read_map(fs, ino, off, len, buf, NULL, NULL);
+}
+
+ssize_t fs_read_map(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf,
+		    fs_map_cb cb, void *arg)
+{
 	LOCK_GUARD(&fs->lock);
 	struct idx_inode in;
 	int rc = idx_inode_get(fs->ix, ino, &in);
@@ -592,7 +598,7 @@ ssize_t fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf
 	if (off >= in.size)
 		return 0;
 	len = (size_t)MIN((uint64_t)len, in.size - off);
-	ssize_t n = data_read(fs->d, ino, off, len, buf);
+	ssize_t n = data_read_map(fs->d, ino, off, len, buf, cb, arg);
 	if (n > 0) {
 		fs->reads++;
 		fs->read_bytes += (uint64_t)n;

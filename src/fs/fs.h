@@ -99,6 +99,13 @@ int fs_lseek(struct fs *fs, uint64_t ino, uint64_t off, int whence, uint64_t *ou
  * it returns non-zero to stop the walk.  Nothing is flushed.  0 or -errno. */
 typedef int (*fs_map_cb)(void *arg, uint64_t off, uint64_t len, int data);
 int fs_map(struct fs *fs, uint64_t ino, uint64_t off, uint64_t len, fs_map_cb cb, void *arg);
+/* fs_read that also gives cb the allocation of the bytes it read, as
+ * fs_map would, but taken from the same lookups that found the bytes (a
+ * hole is exactly a range that read as zeros), in one call: ranges in
+ * order, adjacent ones possibly of the same kind, nothing past what was
+ * read.  cb runs under the fs lock; its return value is ignored. */
+ssize_t fs_read_map(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf,
+		    fs_map_cb cb, void *arg);
 
 /* Entries of dir after cookie (0: from the start; "." and ".." are the
  * caller's).  cb returns 0 when it took the entry and non-zero to stop

@@ -400,7 +400,7 @@ static int read_range(struct conn *c, uint64_t off, uint32_t len, uint8_t *buf)
 }
 
 struct map_ctx {
-	struct nbds_extents x;
+	struct nbds_extents *x;
 	int one; /* stop after the first run */
 	int rc;
 };
@@ -408,7 +408,8 @@ struct map_ctx {
 static int map_run(void *arg, uint64_t off, uint64_t len, int data)
 {
 	struct map_ctx *m = arg;
-	m->rc = nbds_extents_add(&m->x, off, (uint32_t)len, !data);
+	if (m->rc == 0)
+		m->rc = nbds_extents_add(m->x, off, (uint32_t)len, !data);
 	return m->rc < 0 || m->one;
 }
 
@@ -417,44 +418,49 @@ static int map_run(void *arg, uint64_t off, uint64_t len, int data)
 static int map_range(struct conn *c, uint64_t off, uint32_t len, int one,
 		     struct nbds_extents *x)
 {
-	struct map_ctx m = {.one = one};
+	struct map_ctx m = {.x = x, .one = one};
 	int rc = fs_map(c->s->fs, c->ino, off, len, map_run, &m);
 	if (rc == 0)
 		rc = m.rc;
-	uint64_t end = m.x.n ? m.x.e[m.x.n - 1].off + m.x.e[m.x.n - 1].len : off;
-	if (rc == 0 && end < off + len && !(one && m.x.n))
-		rc = nbds_extents_add(&m.x, end, (uint32_t)(off + len - end), 1);
-	*x = m.x;
+	uint64_t end = x->n ? x->e[x->n - 1].off + x->e[x->n - 1].len : off;
+	if (rc == 0 && end < off + len && !(one && x->n))
+		rc = nbds_extents_add(x, end, (uint32_t)(off + len - end), 1);
 	return rc;
 }
 
-static int all_zero(const uint8_t *p, size_t n)
+/* read_range, and the allocation of what it read as extents in *x, from
+ * the read itself: a hole is exactly a range that read as zeros, and what
+ * lies past the end of the file is one.  0 or -errno. */
+static int read_map(struct conn *c, uint64_t off, uint32_t len, uint8_t *buf,
+		    struct nbds_extents *x)
 {
-	return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+	struct map_ctx m = {.x = x};
+	ssize_t n = fs_read_map(c->s->fs, c->ino, off, len, buf, map_run, &m);
+	if (n < 0)
+		return (int)n;
+	if (m.rc < 0)
+		return m.rc;
+	if ((size_t)n == len)
+		return 0;
+	memset(buf + n, 0, len - (size_t)n);
+	return nbds_extents_add(x, off + (uint64_t)n, len - (uint32_t)n, 1);
 }
 
-/* A READ with structured replies: the map first, then the data, so that a
- * hole is only reported where the bytes read are zeros (a write racing
- * with the read makes a hole data, never the other way round). */
+/* A READ with structured replies: OFFSET_HOLE chunks for the ranges that
+ * read as holes, OFFSET_DATA chunks for the rest (one, with DF). */
 static int read_structured(struct conn *c, const struct nbds_req *r, struct buf *rb)
 {
-	CLEANUP_EXTENTS struct nbds_extents map = {0}, x = {0};
+	CLEANUP_EXTENTS struct nbds_extents x = {0};
 	uint8_t *data = buf_get(rb, r->count);
 	if (!data)
 		return -ENOMEM;
-	int rc = 0, df = !!(r->flags & NBD_CMD_FLAG_DF);
-	if (!df)
-		rc = map_range(c, r->offset, r->count, 0, &map);
-	if (rc == 0)
+	int rc;
+	if (r->flags & NBD_CMD_FLAG_DF) {
 		rc = read_range(c, r->offset, r->count, data);
-	if (rc < 0)
-		return rc;
-	if (df) /* one data chunk */
-		rc = nbds_extents_add(&x, r->offset, r->count, 0);
-	for (size_t i = 0; rc == 0 && i < map.n; i++) {
-		const struct nbds_extent *e = &map.e[i];
-		int hole = e->hole && all_zero(data + (e->off - r->offset), e->len);
-		rc = nbds_extents_add(&x, e->off, e->len, hole);
+		if (rc == 0)
+			rc = nbds_extents_add(&x, r->offset, r->count, 0);
+	} else {
+		rc = read_map(c, r->offset, r->count, data, &x);
 	}
 	if (rc < 0)
 		return rc;
