@@ -18,6 +18,8 @@ struct bentry {
 	struct bentry *hnext;
 	struct bentry *prev, *next; /* LRU: head is most recent */
 	uint8_t *buf;
+	uint32_t pins; /* readers holding buf (bcache_pin) */
+	int gone;      /* pinned when it aged out: in neither the hash nor the LRU */
 };
 
 struct bcache {
@@ -27,6 +29,7 @@ struct bcache {
 	struct bentry **buckets;
 	struct bentry *head, *tail;
 	struct bentry *spare; /* taken by bcache_slot and given back, or not yet used */
+	size_t pinned;        /* entries with pins */
 	uint64_t hits, misses;
 };
 
@@ -167,7 +170,13 @@ static struct bentry *take_entry(struct bcache *c)
 		c->count++;
 		return e;
 	}
-	e = c->tail;
+	/* A pinned entry leaves the cache but keeps its buffer for its
+	 * readers; the last unpin spares it. */
+	while ((e = c->tail) && e->pins) {
+		lru_unlink(c, e);
+		hash_remove(c, e);
+		e->gone = 1;
+	}
 	if (e) {
 		lru_unlink(c, e);
 		hash_remove(c, e);
@@ -192,7 +201,10 @@ void bcache_put(struct bcache *c, uint64_t seg, uint32_t foff, const void *plain
 	e->seg = seg;
 	e->foff = foff;
 	e->plen = (uint32_t)MIN(plen, c->block_size);
-	memcpy(e->buf, plain, e->plen);
+	/* A pinned buffer is being read: it holds these bytes already (a frame
+	 * never changes). */
+	if (!e->pins)
+		memcpy(e->buf, plain, e->plen);
 	lru_push(c, e);
 }
 
@@ -236,6 +248,36 @@ void bcache_drop(struct bcache *c, struct bcache_slot *s)
 {
 	LOCK_GUARD(&c->lock);
 	spare(c, (struct bentry *)s);
+}
+
+const void *bcache_pin(struct bcache *c, uint64_t seg, uint32_t foff, size_t *plen,
+		       struct bcache_pin **pin)
+{
+	LOCK_GUARD(&c->lock);
+	struct bentry *e = find(c, seg, foff);
+	if (!e || (!e->pins && c->pinned >= c->capacity / 4))
+		return NULL; /* the caller's bcache_get counts it */
+	c->hits++;
+	lru_unlink(c, e);
+	lru_push(c, e);
+	if (e->pins++ == 0)
+		c->pinned++;
+	*plen = e->plen;
+	*pin = (struct bcache_pin *)e;
+	return e->buf;
+}
+
+void bcache_unpin(struct bcache *c, struct bcache_pin *pin)
+{
+	struct bentry *e = (struct bentry *)pin;
+	LOCK_GUARD(&c->lock);
+	if (--e->pins > 0)
+		return;
+	c->pinned--;
+	if (e->gone) {
+		e->gone = 0;
+		spare(c, e);
+	}
 }
 
 void bcache_counts(struct bcache *c, uint64_t *hits, uint64_t *misses)

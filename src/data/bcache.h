@@ -36,6 +36,18 @@ void *bcache_slot_buf(struct bcache_slot *s);
 void bcache_fill(struct bcache *c, struct bcache_slot *s, uint64_t seg, uint32_t foff,
 		 size_t plen);
 void bcache_drop(struct bcache *c, struct bcache_slot *s);
+/* Pinning, for a reader that sends a block's bytes from the cache instead
+ * of copying them out: bcache_pin finds block (seg, foff) as bcache_get
+ * does and returns its buffer (*plen bytes of plaintext; what follows up
+ * to block_size is not zeroed) with the entry kept: it is not reused until
+ * bcache_unpin, even if it ages out meanwhile (then it is out of the cache
+ * already, and its buffer goes back to the spares at the unpin).  NULL on a
+ * miss, or when a quarter of the capacity is pinned already: the caller
+ * copies instead. */
+struct bcache_pin;
+const void *bcache_pin(struct bcache *c, uint64_t seg, uint32_t foff, size_t *plen,
+		       struct bcache_pin **pin);
+void bcache_unpin(struct bcache *c, struct bcache_pin *pin);
 /* Whether a block is cached (no LRU update). */
 int bcache_has(struct bcache *c, uint64_t seg, uint32_t foff);
 void bcache_counts(struct bcache *c, uint64_t *hits, uint64_t *misses);

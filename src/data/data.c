@@ -776,13 +776,16 @@ static void *ra_main(void *arg)
 	return NULL;
 }
 
-/* Copy len bytes at boff of block (ino, blk) into out; *hole tells whether
- * the block is a hole.  Holds the lock on entry and exit; may drop it to
- * read the store. */
+/* Copy len bytes at boff of block (ino, blk) into out, or with pin, if the
+ * block is in the memory cache, pin them there; *hole tells whether the
+ * block is a hole.  Holds the lock on entry and exit; may drop it to read
+ * the store. */
 static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, size_t len,
-		      uint8_t *out, int *hole)
+		      uint8_t *out, int *hole, struct data_pin *pin)
 {
 	*hole = 0;
+	if (pin)
+		pin->p = NULL;
 	for (int tries = 0; tries < 8; tries++) {
 		struct dbuf *b = dirty_find(d, ino, blk);
 		if (b) {
@@ -798,6 +801,16 @@ static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, s
 		}
 		if (rc < 0)
 			return rc;
+		if (pin) {
+			size_t plen;
+			const uint8_t *p = bcache_pin(d->cache, e.seg, e.off, &plen, &pin->pin);
+			if (p && boff + len <= plen) {
+				pin->p = p + boff;
+				return 0;
+			}
+			if (p) /* a short block: the zeros after it are copied */
+				bcache_unpin(d->cache, pin->pin);
+		}
 		if (bcache_get(d->cache, e.seg, e.off, out, boff, len) >= 0)
 			return 0;
 		struct seg *s = seg_in_memory(d, e.seg);
@@ -831,11 +844,11 @@ static int read_block(struct data *d, uint64_t ino, uint64_t blk, size_t boff, s
 
 ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf)
 {
-	return data_read_map(d, ino, off, len, buf, NULL, NULL);
+	return data_read_map(d, ino, off, len, buf, NULL, NULL, NULL);
 }
 
 ssize_t data_read_map(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf,
-		      data_map_cb cb, void *arg)
+		      data_map_cb cb, void *arg, struct data_pin *pins)
 {
 	if (len == 0)
 		return 0;
@@ -843,6 +856,8 @@ ssize_t data_read_map(struct data *d, uint64_t ino, uint64_t off, size_t len, vo
 	int rc = tls_buffers();
 	if (rc < 0)
 		return rc;
+	if (pins)
+		memset(pins, 0, (data_last_blk(off, len) - data_first_blk(off) + 1) * sizeof(*pins));
 	uint8_t *out = buf;
 	size_t done = 0;
 	while (done < len) {
@@ -851,7 +866,8 @@ ssize_t data_read_map(struct data *d, uint64_t ino, uint64_t off, size_t len, vo
 		size_t boff = (size_t)(pos & (DATA_BLOCK_SIZE - 1));
 		size_t n = MIN(len - done, DATA_BLOCK_SIZE - boff);
 		int hole;
-		rc = read_block(d, ino, blk, boff, n, out + done, &hole);
+		rc = read_block(d, ino, blk, boff, n, out + done, &hole,
+				pins ? &pins[blk - data_first_blk(off)] : NULL);
 		if (rc < 0)
 			return rc;
 		if (cb)
@@ -859,6 +875,15 @@ ssize_t data_read_map(struct data *d, uint64_t ino, uint64_t off, size_t len, vo
 		done += n;
 	}
 	return (ssize_t)len;
+}
+
+void data_unpin(struct data *d, struct data_pin *pins, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (pins[i].p) {
+			bcache_unpin(d->cache, pins[i].pin);
+			pins[i].p = NULL;
+		}
 }
 
 /* ---- writing ---- */
@@ -876,7 +901,7 @@ static struct dbuf *dirty_get(struct data *d, uint64_t ino, uint64_t blk, int *r
 		uint32_t plen = 0;
 		if (*rc == 0) {
 			int hole;
-			*rc = read_block(d, ino, blk, 0, DATA_BLOCK_SIZE, tls_rmw, &hole);
+			*rc = read_block(d, ino, blk, 0, DATA_BLOCK_SIZE, tls_rmw, &hole, NULL);
 			if (*rc < 0)
 				return NULL;
 			/* read_block may have dropped the lock: another writer

@@ -96,10 +96,24 @@ ssize_t data_read(struct data *d, uint64_t ino, uint64_t off, size_t len, void *
  * data (data 1: stored, packed or dirty) and which a hole (0: no extent and
  * no dirty buffer; they read as zeros), from the same lookups that found
  * the bytes.  Adjacent ranges may be of the same kind; cb's return value is
- * ignored and it must not call data_*.  NULL cb: data_read. */
+ * ignored and it must not call data_*.  NULL cb: data_read.
+ *
+ * With pins, the bytes of a block found in the memory cache are left there,
+ * pinned, instead of being copied into buf: pins[i], for the i-th block the
+ * range touches (data_last_blk - data_first_blk + 1 of them), points at
+ * that block's bytes from the range's position in it, or is NULL where they
+ * were copied into buf as usual.  The caller zeroes pins; give them back
+ * with data_unpin (with or without the lock) once done, whatever the
+ * result. */
+struct bcache_pin;
+struct data_pin {
+	const uint8_t *p;
+	struct bcache_pin *pin;
+};
 typedef int (*data_map_cb)(void *arg, uint64_t off, uint64_t len, int data);
 ssize_t data_read_map(struct data *d, uint64_t ino, uint64_t off, size_t len, void *buf,
-		      data_map_cb cb, void *arg);
+		      data_map_cb cb, void *arg, struct data_pin *pins);
+void data_unpin(struct data *d, struct data_pin *pins, size_t n);
 /* Zero [off, off + len): whole blocks become holes, partial blocks are
  * rewritten.  Used by truncate, PUNCH_HOLE and ZERO_RANGE. */
 int data_zero_range(struct data *d, uint64_t ino, uint64_t off, uint64_t len);

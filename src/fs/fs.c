@@ -582,11 +582,11 @@ int fs_readdir(struct fs *fs, uint64_t dir, uint64_t cookie, int plus, idx_readd
 
 ssize_t fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf)
 {
-	return fs_read_map(fs, ino, off, len, buf, NULL, NULL);
+	return fs_read_map(fs, ino, off, len, buf, NULL, NULL, NULL);
 }
 
 ssize_t fs_read_map(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf,
-		    fs_map_cb cb, void *arg)
+		    fs_map_cb cb, void *arg, struct data_pin *pins)
 {
 	LOCK_GUARD(&fs->lock);
 	struct idx_inode in;
@@ -598,12 +598,17 @@ ssize_t fs_read_map(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void 
 	if (off >= in.size)
 		return 0;
 	len = (size_t)MIN((uint64_t)len, in.size - off);
-	ssize_t n = data_read_map(fs->d, ino, off, len, buf, cb, arg);
+	ssize_t n = data_read_map(fs->d, ino, off, len, buf, cb, arg, pins);
 	if (n > 0) {
 		fs->reads++;
 		fs->read_bytes += (uint64_t)n;
 	}
 	return n;
+}
+
+void fs_unpin(struct fs *fs, struct data_pin *pins, size_t n)
+{
+	data_unpin(fs->d, pins, n);
 }
 
 ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t len)

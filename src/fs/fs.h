@@ -22,6 +22,7 @@
 #include <sys/types.h>
 
 #include "cfg.h"
+#include "data/data.h"
 #include "index/idx.h"
 #include "store/store.h"
 
@@ -103,9 +104,13 @@ int fs_map(struct fs *fs, uint64_t ino, uint64_t off, uint64_t len, fs_map_cb cb
  * fs_map would, but taken from the same lookups that found the bytes (a
  * hole is exactly a range that read as zeros), in one call: ranges in
  * order, adjacent ones possibly of the same kind, nothing past what was
- * read.  cb runs under the fs lock; its return value is ignored. */
+ * read.  cb runs under the fs lock; its return value is ignored.  With
+ * pins (zeroed, one per block of the range), blocks in the memory cache
+ * stay there, pinned, instead of being copied into buf: see data_read_map;
+ * fs_unpin gives them back. */
 ssize_t fs_read_map(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf,
-		    fs_map_cb cb, void *arg);
+		    fs_map_cb cb, void *arg, struct data_pin *pins);
+void fs_unpin(struct fs *fs, struct data_pin *pins, size_t n);
 
 /* Entries of dir after cookie (0: from the start; "." and ".." are the
  * caller's).  cb returns 0 when it took the entry and non-zero to stop

@@ -233,14 +233,13 @@ static void send_parts(struct conn *c, struct iovec *iov, size_t n)
 	}
 }
 
-/* Send a simple reply and the data of a successful read. */
-static void send_reply(struct conn *c, uint32_t error, uint64_t cookie, const void *data,
-		       size_t len)
+/* Send a simple reply without data (a READ's: read_simple). */
+static void send_reply(struct conn *c, uint32_t error, uint64_t cookie)
 {
 	uint8_t hdr[NBDS_REPLY_LEN];
 	nbds_simple_reply(hdr, error, cookie);
-	struct iovec iov[2] = {{hdr, sizeof(hdr)}, {(void *)data, len}};
-	send_parts(c, iov, 2);
+	struct iovec iov = {hdr, sizeof(hdr)};
+	send_parts(c, &iov, 1);
 }
 
 /* Send an error reply: an ERROR chunk once structured replies are
@@ -249,7 +248,7 @@ static void send_reply(struct conn *c, uint32_t error, uint64_t cookie, const vo
 static void send_error(struct conn *c, uint32_t error, uint64_t cookie)
 {
 	if (!c->ss.structured) {
-		send_reply(c, error, cookie, NULL, 0);
+		send_reply(c, error, cookie);
 		return;
 	}
 	uint8_t buf[NBDS_ERROR_CHUNK_MAX];
@@ -387,18 +386,6 @@ static int cache_range(struct fs *fs, uint64_t ino, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* Read [off, off + len) into buf; what lies past the end of the file (it
- * shrank since the export was selected) reads as zeros.  0 or -errno. */
-static int read_range(struct conn *c, uint64_t off, uint32_t len, uint8_t *buf)
-{
-	ssize_t n = fs_read(c->s->fs, c->ino, off, len, buf);
-	if (n < 0)
-		return (int)n;
-	if ((size_t)n < len)
-		memset(buf + n, 0, len - (size_t)n);
-	return 0;
-}
-
 struct map_ctx {
 	struct nbds_extents *x;
 	int one; /* stop after the first run */
@@ -428,56 +415,124 @@ static int map_range(struct conn *c, uint64_t off, uint32_t len, int one,
 	return rc;
 }
 
-/* read_range, and the allocation of what it read as extents in *x, from
- * the read itself: a hole is exactly a range that read as zeros, and what
- * lies past the end of the file is one.  0 or -errno. */
-static int read_map(struct conn *c, uint64_t off, uint32_t len, uint8_t *buf,
-		    struct nbds_extents *x)
+/* What a READ read: its bytes, in buf or, block by block, pinned in the
+ * memory cache (the data is sent from there, not copied first), and their
+ * allocation, taken from the read itself: a hole is exactly a range that
+ * read as zeros.  What lies past the end of the file (it shrank since the
+ * export was selected) reads as zeros, a hole. */
+struct rd {
+	uint64_t off;
+	uint32_t len;
+	uint8_t *buf;
+	struct data_pin *pins; /* one per block of the range */
+	size_t npins;
+	struct nbds_extents map;
+};
+
+static int rd_read(struct conn *c, uint64_t off, uint32_t len, struct buf *rb, struct rd *d)
 {
-	struct map_ctx m = {.x = x};
-	ssize_t n = fs_read_map(c->s->fs, c->ino, off, len, buf, map_run, &m);
+	*d = (struct rd){.off = off, .len = len};
+	d->buf = buf_get(rb, len);
+	d->npins = (size_t)(data_last_blk(off, len) - data_first_blk(off) + 1);
+	d->pins = calloc(d->npins, sizeof(*d->pins));
+	if (!d->buf || !d->pins)
+		return -ENOMEM;
+	struct map_ctx m = {.x = &d->map};
+	ssize_t n = fs_read_map(c->s->fs, c->ino, off, len, d->buf, map_run, &m, d->pins);
 	if (n < 0)
 		return (int)n;
 	if (m.rc < 0)
 		return m.rc;
 	if ((size_t)n == len)
 		return 0;
-	memset(buf + n, 0, len - (size_t)n);
-	return nbds_extents_add(x, off + (uint64_t)n, len - (uint32_t)n, 1);
+	memset(d->buf + n, 0, len - (size_t)n);
+	return nbds_extents_add(&d->map, off + (uint64_t)n, len - (uint32_t)n, 1);
+}
+
+/* Give back what rd_read pinned and took (once the reply is sent). */
+static void rd_release(struct conn *c, struct rd *d)
+{
+	if (d->pins)
+		fs_unpin(c->s->fs, d->pins, d->npins);
+	free(d->pins);
+	nbds_extents_free(&d->map);
+}
+
+/* The bytes [off, off + len) of what d read as iovecs at iov (at most one
+ * per block), where they lie.  Returns how many. */
+static size_t rd_iov(const struct rd *d, uint64_t off, uint64_t len, struct iovec *iov)
+{
+	size_t n = 0;
+	while (len > 0) {
+		uint64_t blk = off >> DATA_BLOCK_SHIFT;
+		size_t k = (size_t)MIN(len, ((blk + 1) << DATA_BLOCK_SHIFT) - off);
+		const struct data_pin *pin = &d->pins[blk - data_first_blk(d->off)];
+		/* a pin points at the block's bytes from the read's start in it */
+		uint64_t from = MAX(d->off, blk << DATA_BLOCK_SHIFT);
+		const uint8_t *p = pin->p ? pin->p + (off - from) : d->buf + (off - d->off);
+		if (n && (const uint8_t *)iov[n - 1].iov_base + iov[n - 1].iov_len == p)
+			iov[n - 1].iov_len += k;
+		else
+			iov[n++] = (struct iovec){(void *)p, k};
+		off += k;
+		len -= k;
+	}
+	return n;
+}
+
+/* A READ with simple replies: the header, then the data. */
+static int read_simple(struct conn *c, const struct nbds_req *r, struct buf *rb)
+{
+	struct rd d;
+	int rc = rd_read(c, r->offset, r->count, rb, &d);
+	struct iovec *iov = rc == 0 ? calloc(1 + d.npins, sizeof(*iov)) : NULL;
+	if (rc == 0 && !iov)
+		rc = -ENOMEM;
+	if (rc == 0) {
+		uint8_t hdr[NBDS_REPLY_LEN];
+		nbds_simple_reply(hdr, 0, r->cookie);
+		iov[0] = (struct iovec){hdr, sizeof(hdr)};
+		send_parts(c, iov, 1 + rd_iov(&d, r->offset, r->count, iov + 1));
+	}
+	free(iov);
+	rd_release(c, &d);
+	return rc;
+}
+
+/* The chunks of a structured READ reply for the extents x of d: a chunk
+ * header each, followed by its bytes for data.  0 or -ENOMEM. */
+static int send_chunks(struct conn *c, uint64_t cookie, const struct rd *d,
+		       const struct nbds_extents *x)
+{
+	CLEANUP_FREE uint8_t *hdrs = malloc(x->n * NBDS_CONTENT_HDR_MAX);
+	CLEANUP_FREE struct iovec *iov = calloc(2 * x->n + d->npins, sizeof(*iov));
+	if (!hdrs || !iov)
+		return -ENOMEM;
+	size_t n = 0;
+	for (size_t i = 0; i < x->n; i++) {
+		const struct nbds_extent *e = &x->e[i];
+		uint8_t *h = hdrs + i * NBDS_CONTENT_HDR_MAX;
+		iov[n++] = (struct iovec){h, nbds_content_header(h, cookie, e, i + 1 == x->n)};
+		if (!e->hole)
+			n += rd_iov(d, e->off, e->len, iov + n);
+	}
+	send_parts(c, iov, n);
+	return 0;
 }
 
 /* A READ with structured replies: OFFSET_HOLE chunks for the ranges that
  * read as holes, OFFSET_DATA chunks for the rest (one, with DF). */
 static int read_structured(struct conn *c, const struct nbds_req *r, struct buf *rb)
 {
-	CLEANUP_EXTENTS struct nbds_extents x = {0};
-	uint8_t *data = buf_get(rb, r->count);
-	if (!data)
-		return -ENOMEM;
-	int rc;
-	if (r->flags & NBD_CMD_FLAG_DF) {
-		rc = read_range(c, r->offset, r->count, data);
-		if (rc == 0)
-			rc = nbds_extents_add(&x, r->offset, r->count, 0);
-	} else {
-		rc = read_map(c, r->offset, r->count, data, &x);
-	}
-	if (rc < 0)
-		return rc;
-	CLEANUP_FREE uint8_t *hdrs = malloc(x.n * NBDS_CONTENT_HDR_MAX);
-	CLEANUP_FREE struct iovec *iov = calloc(x.n * 2, sizeof(*iov));
-	if (!hdrs || !iov)
-		return -ENOMEM;
-	size_t n = 0;
-	for (size_t i = 0; i < x.n; i++) {
-		const struct nbds_extent *e = &x.e[i];
-		uint8_t *h = hdrs + i * NBDS_CONTENT_HDR_MAX;
-		iov[n++] = (struct iovec){h, nbds_content_header(h, r->cookie, e, i + 1 == x.n)};
-		if (!e->hole)
-			iov[n++] = (struct iovec){data + (e->off - r->offset), e->len};
-	}
-	send_parts(c, iov, n);
-	return 0;
+	CLEANUP_EXTENTS struct nbds_extents one = {0};
+	struct rd d;
+	int rc = rd_read(c, r->offset, r->count, rb, &d);
+	if (rc == 0 && (r->flags & NBD_CMD_FLAG_DF))
+		rc = nbds_extents_add(&one, r->offset, r->count, 0);
+	if (rc == 0)
+		rc = send_chunks(c, r->cookie, &d, (r->flags & NBD_CMD_FLAG_DF) ? &one : &d.map);
+	rd_release(c, &d);
+	return rc;
 }
 
 /* BLOCK_STATUS for base:allocation (the only context there is). */
@@ -502,19 +557,13 @@ static void run_job(struct conn *c, struct job *j, struct buf *rb)
 {
 	struct nbds *s = c->s;
 	const struct nbds_req *r = &j->req;
-	void *data = NULL;
 	int rc = 0, changed = 0, replied = 0;
 	ssize_t n;
 
 	switch (r->type) {
 	case NBD_CMD_READ:
-		if (c->ss.structured) {
-			rc = read_structured(c, r, rb);
-			replied = rc == 0;
-			break;
-		}
-		data = buf_get(rb, r->count);
-		rc = data ? read_range(c, r->offset, r->count, data) : -ENOMEM;
+		rc = c->ss.structured ? read_structured(c, r, rb) : read_simple(c, r, rb);
+		replied = rc == 0;
 		break;
 	case NBD_CMD_BLOCK_STATUS:
 		rc = block_status(c, r);
@@ -561,7 +610,7 @@ static void run_job(struct conn *c, struct job *j, struct buf *rb)
 	if (rc < 0)
 		send_error(c, nbds_errno(-rc), r->cookie);
 	else if (!replied)
-		send_reply(c, 0, r->cookie, data, r->type == NBD_CMD_READ ? r->count : 0);
+		send_reply(c, 0, r->cookie);
 }
 
 static uint64_t job_bytes(const struct nbds_req *r)

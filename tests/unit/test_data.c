@@ -15,6 +15,7 @@
 
 #include "codec/codec.h"
 #include "common/util.h"
+#include "data/bcache.h"
 #include "data/data.h"
 #include "index/idx.h"
 #include "journal/journal.h"
@@ -637,4 +638,118 @@ Test(data, read_ahead_reads_out_of_order_pieces_in_few_requests, .init = setup,
 	cr_assert_geq(bytes, (uint64_t)PIECE * PIECES, "%llu bytes read", (unsigned long long)bytes);
 	free(file);
 	free(out);
+}
+
+/* A pinned block keeps its bytes after it ages out of the cache, leaves
+ * the cache's lookups, and its buffer is reused only after the unpin; at
+ * most a quarter of the capacity is pinned. */
+Test(bcache, pin_outlives_eviction)
+{
+	const size_t bs = 4096;
+	struct bcache *c = bcache_new(8, bs);
+	cr_assert_not_null(c);
+	uint8_t blk[4096], got[4096];
+	for (uint32_t i = 0; i < 8; i++) {
+		memset(blk, (int)i + 1, bs);
+		bcache_put(c, 1, i, blk, bs);
+	}
+	struct bcache_pin *p0, *p1, *p2;
+	size_t plen;
+	const uint8_t *b0 = bcache_pin(c, 1, 0, &plen, &p0);
+	cr_assert_not_null(b0);
+	cr_assert_eq(plen, bs);
+	cr_assert_not_null(bcache_pin(c, 1, 1, &plen, &p1));
+	cr_assert_null(bcache_pin(c, 1, 2, &plen, &p2), "a third pin of eight blocks");
+	cr_assert_null(bcache_pin(c, 1, 99, &plen, &p2), "a miss");
+	/* Sixteen new blocks push every old one out. */
+	for (uint32_t i = 100; i < 116; i++) {
+		memset(blk, 0xee, bs);
+		bcache_put(c, 2, i, blk, bs);
+	}
+	cr_assert_not(bcache_has(c, 1, 0));
+	cr_assert_eq(bcache_get(c, 1, 0, got, 0, bs), -ENOENT);
+	for (size_t i = 0; i < bs; i++)
+		cr_assert_eq(b0[i], 1, "byte %zu of the pinned block", i);
+	bcache_unpin(c, p0);
+	bcache_unpin(c, p1);
+	/* Their buffers are back in use. */
+	for (uint32_t i = 200; i < 216; i++) {
+		memset(blk, (int)(i & 0xff), bs);
+		bcache_put(c, 3, i, blk, bs);
+	}
+	cr_assert_eq(bcache_get(c, 3, 215, got, 0, bs), (ssize_t)bs);
+	cr_assert_eq(got[0], 215);
+	bcache_free(c);
+}
+
+struct map_rec {
+	uint64_t off[64], len[64];
+	int data[64], n;
+};
+
+static int map_rec(void *arg, uint64_t off, uint64_t len, int data)
+{
+	struct map_rec *m = arg;
+	cr_assert_lt(m->n, 64);
+	m->off[m->n] = off;
+	m->len[m->n] = len;
+	m->data[m->n++] = data;
+	return 0;
+}
+
+/* data_read_map with pins: the bytes, wherever they are left, are those
+ * data_read gives; holes and short blocks (copied, with their zeros) are
+ * reported right; cached blocks are pinned, not copied. */
+Test(data, read_map_pins, .init = setup, .fini = teardown)
+{
+	const uint64_t ino = 9, B = DATA_BLOCK_SIZE, len = 8 * B;
+	uint8_t *model = calloc(1, len), *buf = malloc(len), *want = malloc(len);
+	struct data *d = new_data(1, 1 << 20);
+	fill(model, len);
+	memset(model + 3 * B, 0, B);               /* block 3: a hole */
+	memset(model + 5 * B + 1000, 0, B - 1000); /* block 5: 1000 bytes of data */
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_write(d, ino, 0, model, len), 0);
+	cr_assert_eq(data_zero_range(d, ino, 3 * B, B), 0);
+	uint64_t mark;
+	cr_assert_eq(data_flush_all(d, &mark), 0);
+	cr_assert_eq(data_wait_stored(d, mark), 0);
+	pthread_mutex_unlock(&lock);
+	data_free(d);
+
+	d = new_data(2, 1 << 20);
+	const uint64_t off = B / 2 + 7, n = len - off - 100;
+	pthread_mutex_lock(&lock);
+	cr_assert_eq(data_read(d, ino, 0, len, want), (ssize_t)len); /* now cached */
+	struct data_pin pins[9];
+	struct map_rec m = {0};
+	memset(buf, 0xaa, len);
+	cr_assert_eq(data_read_map(d, ino, off, n, buf, map_rec, &m, pins), (ssize_t)n);
+	pthread_mutex_unlock(&lock);
+	cr_assert_eq(memcmp(want, model, len), 0);
+	int pinned = 0;
+	for (uint64_t pos = off; pos < off + n;) {
+		uint64_t blk = pos / B, from = MAX(off, blk * B), k = MIN(off + n, (blk + 1) * B) - pos;
+		const struct data_pin *p = &pins[blk - off / B];
+		const uint8_t *src = p->p ? p->p + (pos - from) : buf + (pos - off);
+		cr_assert_eq(memcmp(src, model + pos, k), 0, "block %lu", (unsigned long)blk);
+		cr_assert(!p->p || (blk != 3 && blk != 5), "block %lu pinned", (unsigned long)blk);
+		pinned += p->p && pos == from;
+		pos += k;
+	}
+	cr_assert_eq(pinned, 6, "blocks pinned: all but the hole and the short one");
+	data_unpin(d, pins, 8);
+	/* The map: data, then the hole of block 3, then data. */
+	uint64_t at = off;
+	for (int i = 0; i < m.n; i++) {
+		cr_assert_eq(m.off[i], at);
+		uint64_t blk = m.off[i] / B;
+		cr_assert_eq(m.data[i], blk != 3, "range at %lu", (unsigned long)m.off[i]);
+		at += m.len[i];
+	}
+	cr_assert_eq(at, off + n);
+	data_free(d);
+	free(model);
+	free(buf);
+	free(want);
 }
