@@ -5,8 +5,8 @@
  * renames it into place (for STORE_PUT_IF_ABSENT with RENAME_NOREPLACE, or
  * link(2) where the filesystem lacks it, so an existing object is never
  * replaced) and fsyncs the directory that holds it.
- * Parent directories are created on demand and each new one is made durable
- * in its own parent before the object is moved in.  Readers therefore see
+ * Parent directories are created when the rename finds one missing, and each
+ * new one is made durable in its own parent before the object is moved in.  Readers therefore see
  * the old or the new object, never a partial one, and a put that returned 0
  * survives a crash.
  *
@@ -173,10 +173,10 @@ static int write_temp(struct store_dir *d, const void *data, size_t len, int dur
 }
 
 /* Move the temp file to key.  IF_ABSENT uses RENAME_NOREPLACE, or link(2)
- * on filesystems without it: both fail with EEXIST rather than replace. */
+ * on filesystems without it: both fail with EEXIST rather than replace.
+ * The temp file stays on failure. */
 static int publish(struct store_dir *d, const char *name, const char *key, int flags)
 {
-	int linked = 0;
 	int r;
 
 	if (!(flags & STORE_PUT_IF_ABSENT)) {
@@ -185,14 +185,11 @@ static int publish(struct store_dir *d, const char *name, const char *key, int f
 		r = renameat2(d->tmpfd, name, d->rootfd, key, RENAME_NOREPLACE);
 		if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
 			r = linkat(d->tmpfd, name, d->rootfd, key, 0);
-			linked = 1;
+			if (r == 0)
+				unlinkat(d->tmpfd, name, 0);
 		}
 	}
-	if (r < 0)
-		r = -errno;
-	if (r < 0 || linked)
-		unlinkat(d->tmpfd, name, 0);
-	return r;
+	return r < 0 ? -errno : 0;
 }
 
 /* Make object key, renamed into place without syncing, durable. */
@@ -294,12 +291,19 @@ static int put_object(struct store_dir *d, const char *key, const void *data, si
 	r = write_temp(d, data, len, !wal && !lazy, name);
 	if (r < 0)
 		return dir_err(st, "write temp for", key, -r);
-	r = make_parents(d->rootfd, key);
-	if (r < 0) {
-		unlinkat(d->tmpfd, name, 0);
-		return dir_err(st, "create parents of", key, -r);
-	}
+	/* Parents are made when the rename finds one missing: a mkdir per
+	 * level on every put would cost more than the rename. */
 	r = publish(d, name, key, flags);
+	if (r == -ENOENT) {
+		r = make_parents(d->rootfd, key);
+		if (r < 0) {
+			unlinkat(d->tmpfd, name, 0);
+			return dir_err(st, "create parents of", key, -r);
+		}
+		r = publish(d, name, key, flags);
+	}
+	if (r < 0)
+		unlinkat(d->tmpfd, name, 0);
 	if (r == -EEXIST)
 		return r;
 	if (r < 0)
