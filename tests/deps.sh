@@ -8,7 +8,7 @@ packages="
 	build-essential autoconf automake libtool pkg-config
 	libfuse3-dev fuse3 libsqlite3-dev libsodium-dev liblz4-dev libconfig-dev
 	libcriterion-dev libcurl4-openssl-dev libssl-dev libexpat1-dev
-	mandoc fio stress-ng attr e2fsprogs xfsprogs btrfs-progs valgrind psmisc util-linux python3
+	mandoc fio stress-ng attr libcap2-bin e2fsprogs xfsprogs btrfs-progs valgrind psmisc util-linux python3
 	libnbd-bin nbdfuse python3-libnbd qemu-utils
 	radosgw ceph-mon ceph-osd curl
 	dpkg-dev debhelper

@@ -7,7 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/functions.sh"
 requires_root
 requires_fuse
-requires setfattr getfattr mkfifo
+requires setfattr getfattr setcap getcap mkfifo
 
 t=$(mktemp -d /tmp/zerofs-posix.XXXXXX)
 cleanup_fn rm -rf "$t"
@@ -123,6 +123,15 @@ assert_eq blue "$(getfattr --only-values -n user.color "$M/small")"
 getfattr -d "$M/small" | grep -q 'user.empty' || fail "listxattr misses user.empty"
 setfattr -x user.color "$M/small"
 if getfattr -n user.color "$M/small" 2>/dev/null; then fail "removed xattr still there"; fi
+# File capabilities: the kernel looks security.capability up before each
+# write and removes it (the daemon answers that lookup without the index
+# until the first one is set).
+echo x >"$M/capped"
+setcap cap_net_raw+ep "$M/capped"
+getcap "$M/capped" | grep -q cap_net_raw || fail "setcap not visible"
+echo y >>"$M/capped"
+[ -z "$(getcap "$M/capped")" ] || fail "a write kept the file's capabilities"
+setcap cap_net_raw+ep "$M/capped" # for the remount below
 
 # statfs, open-but-unlinked.
 stat -f -c %S "$M" | grep -qx 4096 || fail "statfs block size"
@@ -147,6 +156,9 @@ cmp "$t/rand" "$M/rand" || fail "content after remount"
 assert_eq short "$(cat "$M/otrunc")" "O_TRUNC then write, after remount"
 assert_eq 0 "$(stat -c %s "$M/emptied")" "O_TRUNC to empty, after remount"
 cmp "$t/fa" <(head -c 500000 "$M/fa") || fail "fallocated file after remount"
+getcap "$M/capped" | grep -q cap_net_raw || fail "capabilities lost at the remount"
+echo z >>"$M/capped"
+[ -z "$(getcap "$M/capped")" ] || fail "a write after the remount kept the capabilities"
 assert_eq middle "$(dd if="$M/sparse" bs=1 skip=$((1 << 39)) count=6 status=none)"
 zerofs_umount "$M"
 echo "t-posix: ok"

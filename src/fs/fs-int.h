@@ -5,6 +5,7 @@
 #define ZEROFS_FS_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "codec/codec.h"
@@ -44,6 +45,11 @@ struct fs {
 	struct ref *refs[REF_BUCKETS];
 	uint64_t reads, writes, read_bytes, write_bytes, syncs;
 	int kernel_times; /* the kernel keeps mtime/ctime of written files */
+	/* No inode has a security.capability attribute (writable mounts
+	 * only): fs_getxattr answers the kernel's lookup of it, made before
+	 * every write, without the lock.  Cleared, for good, by the first
+	 * fs_setxattr of that name. */
+	atomic_int no_caps;
 	uint32_t epoch;   /* of this mount: the high half of its segment ids */
 	int read_only;    /* replica or snapshot mount: never writes to the store */
 	int replica;      /* follows the writer (snap.c) */

@@ -827,6 +827,10 @@ int fs_statfs(struct fs *fs, struct statvfs *out)
 
 /* ---- xattrs ---- */
 
+/* The attribute the kernel looks up before every write to a file (to drop
+ * file capabilities): see no_caps in fs-int.h. */
+#define CAPS_XATTR "security.capability"
+
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *val, size_t len,
 		int flags)
 {
@@ -838,6 +842,8 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *val, 
 	int rc = tx_begin(fs);
 	if (rc < 0)
 		return rc;
+	if (strcmp(name, CAPS_XATTR) == 0)
+		atomic_store(&fs->no_caps, 0);
 	struct idx_inode in;
 	rc = idx_inode_get(fs->ix, ino, &in);
 	if (rc == 0)
@@ -851,6 +857,8 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *val, 
 
 ssize_t fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *buf, size_t cap)
 {
+	if (atomic_load(&fs->no_caps) && strcmp(name, CAPS_XATTR) == 0)
+		return -ENODATA;
 	LOCK_GUARD(&fs->lock);
 	CLEANUP_FREE void *val = NULL;
 	size_t len;
@@ -1377,7 +1385,11 @@ struct fs *fs_open(const struct cfg *cfg, const char *password, int create_missi
 	}
 	pthread_mutex_lock(&fs->lock);
 	rc = jnl_mark_clean(fs->j, 0);
+	int caps = rc == 0 ? idx_xattr_name_used(fs->ix, CAPS_XATTR) : 0;
 	pthread_mutex_unlock(&fs->lock);
+	if (caps < 0)
+		rc = caps;
+	atomic_store(&fs->no_caps, caps == 0);
 	/* The new epoch must be durable before anything of it is uploaded. */
 	if (rc == 0)
 		rc = jnl_sync(fs->j);

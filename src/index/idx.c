@@ -100,6 +100,7 @@ enum stmt_id {
 	ST_XATTR_DELETE,
 	ST_XATTR_DELETE_INO,
 	ST_XATTR_LIST,
+	ST_XATTR_NAME_USED,
 	ST_COUNT
 };
 
@@ -186,6 +187,7 @@ static const char *const stmt_sql[ST_COUNT] = {
 	[ST_XATTR_DELETE] = "DELETE FROM xattr WHERE ino = ?1 AND name = ?2",
 	[ST_XATTR_DELETE_INO] = "DELETE FROM xattr WHERE ino = ?1",
 	[ST_XATTR_LIST] = "SELECT name FROM xattr WHERE ino = ?1 ORDER BY name",
+	[ST_XATTR_NAME_USED] = "SELECT 1 FROM xattr WHERE name = ?1 LIMIT 1",
 };
 
 struct idx {
@@ -1332,6 +1334,14 @@ int idx_xattr_list(struct idx *ix, uint64_t ino, int (*cb)(void *arg, const char
 			return r;
 	}
 	return r < 0 ? r : 0;
+}
+
+int idx_xattr_name_used(struct idx *ix, const char *name)
+{
+	STMT(st, ix, ST_XATTR_NAME_USED);
+	bind_name(st, 1, name);
+	int r = step(ix, st);
+	return r < 0 ? r : r == SQLITE_ROW;
 }
 
 /* ---- durability hooks ---- */

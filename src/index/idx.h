@@ -202,6 +202,8 @@ int idx_xattr_set(struct idx *ix, uint64_t ino, const char *name, const void *va
 int idx_xattr_remove(struct idx *ix, uint64_t ino, const char *name);
 int idx_xattr_list(struct idx *ix, uint64_t ino, int (*cb)(void *arg, const char *name),
 		   void *arg);
+/* Whether any inode has an attribute called name: 1, 0 or -errno. */
+int idx_xattr_name_used(struct idx *ix, const char *name);
 
 /* Durability hooks for the journal.
  * idx_changeset_take: the changes recorded since the previous take (or open)

@@ -854,10 +854,15 @@ Test(idx, xattrs)
 	cr_assert_str_eq(l.names[0], "trusted.c");
 	cr_assert_str_eq(l.names[1], "user.a");
 	cr_assert_str_eq(l.names[2], "user.b");
+	cr_assert_eq(idx_xattr_name_used(ix, "user.a"), 1);
+	cr_assert_eq(idx_xattr_name_used(ix, "user"), 0, "a prefix is no name");
 	cr_assert_eq(idx_xattr_remove(ix, ino, "user.a"), 0);
 	cr_assert_eq(idx_xattr_remove(ix, ino, "user.a"), -ENODATA);
+	cr_assert_eq(idx_xattr_name_used(ix, "user.a"), 0);
+	cr_assert_eq(idx_xattr_name_used(ix, "user.b"), 1);
 	cr_assert_eq(idx_inode_delete(ix, ino), 0);
 	cr_assert_eq(idx_xattr_get(ix, ino, "user.b", &v, &len), -ENODATA);
+	cr_assert_eq(idx_xattr_name_used(ix, "user.b"), 0, "gone with its inode");
 	idx_close(ix);
 }
 
