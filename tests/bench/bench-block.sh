@@ -30,7 +30,7 @@
 #
 # Environment: SIZE (sequential size, default 512M), RUNTIME (seconds of
 # each time-based run, default 15), SCALE (pgbench scale, default 10),
-# PG_ROUNDS (pgbench rounds, default 3),
+# PG_ROUNDS (pgbench rounds, default 5),
 # STORE (the zerofs-fuse store, default a local directory store in the work
 # directory), ZEROFS_CONFIG (a config file for it, e.g. S3 settings), BUILD
 # (build tree, default the source tree).  Needs root, fio, nbdfuse, losetup,
@@ -43,7 +43,7 @@ ZEROFS=$top/zerofs-fuse
 SIZE=${SIZE:-512M}
 RUNTIME=${RUNTIME:-15}
 SCALE=${SCALE:-10}
-PG_ROUNDS=${PG_ROUNDS:-3}
+PG_ROUNDS=${PG_ROUNDS:-5}
 export ZEROFS_PASSWORD=${ZEROFS_PASSWORD:-bench}
 for c in fio nbdfuse losetup mkfs.ext4 python3; do
 	command -v "$c" >/dev/null || { echo "$c is needed" >&2; exit 1; }
