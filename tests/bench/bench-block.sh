@@ -26,11 +26,18 @@
 # and read back with 1 MiB requests through FUSE (dd) and through NBD
 # (nbdcopy -C 4).
 #
+# The NBD-against-FUSE targets are judged on SEQ_ROUNDS rounds that
+# alternate which path goes first (the fio sequential pair on a fresh ext4
+# of each stack, then the device file alone): the ratios are taken within
+# each round and reported as medians with their range.
+#
 #   tests/bench/bench-block.sh
 #
 # Environment: SIZE (sequential size, default 512M), RUNTIME (seconds of
 # each time-based run, default 15), SCALE (pgbench scale, default 10),
-# PG_ROUNDS (pgbench rounds, default 5),
+# PG_ROUNDS (pgbench rounds, default 5), SEQ_ROUNDS (rounds of the NBD and
+# FUSE sequential comparison, default 4: as many rounds with each path
+# first),
 # STORE (the zerofs-fuse store, default a local directory store in the work
 # directory), ZEROFS_CONFIG (a config file for it, e.g. S3 settings), BUILD
 # (build tree, default the source tree).  Needs root, fio, nbdfuse, losetup,
@@ -44,6 +51,7 @@ SIZE=${SIZE:-512M}
 RUNTIME=${RUNTIME:-15}
 SCALE=${SCALE:-10}
 PG_ROUNDS=${PG_ROUNDS:-5}
+SEQ_ROUNDS=${SEQ_ROUNDS:-4}
 export ZEROFS_PASSWORD=${ZEROFS_PASSWORD:-bench}
 for c in fio nbdfuse losetup mkfs.ext4 python3; do
 	command -v "$c" >/dev/null || { echo "$c is needed" >&2; exit 1; }
@@ -177,14 +185,38 @@ median() { python3 -c "import statistics,sys; print('%.${2:-0}f' % statistics.me
 spread() { python3 -c "import sys; v=[float(x) for x in sys.argv[1].split()]; print('%.2f-%.2f' % (min(v), max(v)))" "$1"; }
 
 declare -A R
+# ext4_on FILE DIO: a fresh ext4 on a loop device over FILE, mounted on IN.
+ext4_on()
+{
+	loop=$(losetup -f --show --direct-io="$2" "$1")
+	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$loop"
+	mount -o noatime "$loop" "$IN"
+}
+ext4_off()
+{
+	umount_retry "$IN"
+	losetup -d "$loop"
+	loop=
+}
+# seq_pair FILE DIO: "write read" MiB/s of the sequential pair on a fresh
+# ext4 over FILE.
+seq_pair()
+{
+	local w r
+	ext4_on "$1" "$2"
+	w=$(seq_write)
+	remount_ext4
+	r=$(fio_bw seqread)
+	ext4_off
+	echo "$w $r"
+}
+
 # suite NAME FILE [DIO]: ext4 on a loop device over FILE, fio, then pgbench.
 suite()
 {
 	local name=$1 file=$2 dio=${3:-on}
 	echo "bench-block: $name: ext4 on a loop device over $file (direct-io=$dio)" >&2
-	loop=$(losetup -f --show --direct-io="$dio" "$file")
-	mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$loop"
-	mount -o noatime "$loop" "$IN"
+	ext4_on "$file" "$dio"
 	fio_json randprep >/dev/null
 	R[$name.seqwrite]=$(seq_write)
 	remount_ext4
@@ -193,9 +225,7 @@ suite()
 	R[$name.randread]=$(fio_iops randread)
 	R[$name.randwrite]=$(fio_iops randwrite)
 	rm -f "$IN/rand256m"
-	umount_retry "$IN"
-	losetup -d "$loop"
-	loop=
+	ext4_off
 }
 
 disk_size=$(($(numfmt --from=iec "$SIZE") + (3 << 30)))
@@ -220,6 +250,21 @@ else
 	nbd_dio=off
 fi
 suite nbd "$NF/nbd.img" "$nbd_dio"
+
+# NBD against FUSE, sequential: rounds that alternate which goes first.
+seqw_r="" seqr_r=""
+for ((i = 1; i <= SEQ_ROUNDS; i++)); do
+	if ((i % 2)); then
+		f=$(seq_pair "$M/.nbd/fuse.img" on)
+		n=$(seq_pair "$NF/nbd.img" "$nbd_dio")
+	else
+		n=$(seq_pair "$NF/nbd.img" "$nbd_dio")
+		f=$(seq_pair "$M/.nbd/fuse.img" on)
+	fi
+	seqw_r+=" $(ratio "${n% *}" "${f% *}")" seqr_r+=" $(ratio "${n#* }" "${f#* }")"
+	echo "bench-block: sequential round $i: write fuse ${f% *} nbd ${n% *}," \
+		"read fuse ${f#* } nbd ${n#* } (MiB/s)" >&2
+done
 fusermount3 -u "$NF"
 wait "$nbdfuse_pid"
 nbdfuse_pid=
@@ -268,12 +313,33 @@ timed()
 head -c "$(numfmt --from=iec "$SIZE")" /dev/urandom >"$work/src.bin"
 "$ZEROFS" device create -m "$M" rawf.img "$SIZE" >/dev/null
 "$ZEROFS" device create -m "$M" rawn.img "$SIZE" >/dev/null
-R[raw.fuse_write]=$(timed dd if="$work/src.bin" of="$M/.nbd/rawf.img" bs=1M conv=fsync,notrunc)
-R[raw.nbd_write]=$(timed nbdcopy -C 4 --flush "$work/src.bin" "nbd://127.0.0.1:$port/rawn.img")
-sync
-echo 3 >/proc/sys/vm/drop_caches
-R[raw.fuse_read]=$(timed dd if="$M/.nbd/rawf.img" of=/dev/null bs=1M iflag=direct)
-R[raw.nbd_read]=$(timed nbdcopy -C 4 "nbd://127.0.0.1:$port/rawn.img" null:)
+raw_fuse_write() { timed dd if="$work/src.bin" of="$M/.nbd/rawf.img" bs=1M conv=fsync,notrunc; }
+raw_nbd_write() { timed nbdcopy -C 4 --flush "$work/src.bin" "nbd://127.0.0.1:$port/rawn.img"; }
+raw_fuse_read() { timed dd if="$M/.nbd/rawf.img" of=/dev/null bs=1M iflag=direct; }
+raw_nbd_read() { timed nbdcopy -C 4 "nbd://127.0.0.1:$port/rawn.img" null:; }
+raww_r="" rawr_r="" raww_f="" raww_n="" rawr_f="" rawr_n=""
+for ((i = 1; i <= SEQ_ROUNDS; i++)); do
+	if ((i % 2)); then
+		fw=$(raw_fuse_write) nw=$(raw_nbd_write)
+	else
+		nw=$(raw_nbd_write) fw=$(raw_fuse_write)
+	fi
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	if ((i % 2)); then
+		fr=$(raw_fuse_read) nr=$(raw_nbd_read)
+	else
+		nr=$(raw_nbd_read) fr=$(raw_fuse_read)
+	fi
+	raww_f+=" $fw" raww_n+=" $nw" rawr_f+=" $fr" rawr_n+=" $nr"
+	raww_r+=" $(ratio "$nw" "$fw")" rawr_r+=" $(ratio "$nr" "$fr")"
+	echo "bench-block: device file round $i: write fuse $fw nbd $nw, read fuse $fr nbd $nr" \
+		"(MiB/s)" >&2
+done
+R[raw.fuse_write]=$(median "$raww_f" 1)
+R[raw.nbd_write]=$(median "$raww_n" 1)
+R[raw.fuse_read]=$(median "$rawr_f" 1)
+R[raw.nbd_read]=$(median "$rawr_n" 1)
 
 printf '\n%-30s %10s %10s %6s %10s %6s\n' workload local fuse ratio nbd ratio
 for k in seqwrite:MiB/s seqread:MiB/s randread:IOPS randwrite:IOPS pg_select:tps pg_tpcb:tps; do
@@ -292,12 +358,14 @@ for w in write read; do
 	printf '%-30s %10s %10s %6s\n' "seq $w (MiB/s)" "${R[raw.fuse_$w]}" "${R[raw.nbd_$w]}" \
 		"$(ratio "${R[raw.nbd_$w]}" "${R[raw.fuse_$w]}")"
 done
-echo "NBD (nbdcopy -C 4) / FUSE (dd) on a device file: write" \
-	"$(ratio "${R[raw.nbd_write]}" "${R[raw.fuse_write]}"), read" \
-	"$(ratio "${R[raw.nbd_read]}" "${R[raw.fuse_read]}") (target >= 1)"
-echo "NBD (nbdfuse -C 4, loop direct-io=$nbd_dio) / FUSE loop: seqwrite" \
-	"$(ratio "${R[nbd.seqwrite]}" "${R[fuse.seqwrite]}")," \
-	"seqread $(ratio "${R[nbd.seqread]}" "${R[fuse.seqread]}") (target >= 1)"
+echo "NBD (nbdcopy -C 4) / FUSE (dd) on a device file: write $(median "$raww_r" 2)" \
+	"(rounds $(spread "$raww_r")), read $(median "$rawr_r" 2) (rounds $(spread "$rawr_r"))" \
+	"(target >= 1)"
+echo "NBD (nbdfuse -C 4, loop direct-io=$nbd_dio) / FUSE loop, ext4 sequential:" \
+	"write $(median "$seqw_r" 2) (rounds $(spread "$seqw_r")), read $(median "$seqr_r" 2)" \
+	"(rounds $(spread "$seqr_r")) (target >= 1)"
+echo "(sequential NBD/FUSE: medians of $SEQ_ROUNDS rounds alternating which goes first;" \
+	"the device-file table shows median MiB/s)"
 if [ -n "${R[local.pg_select]:-}" ]; then
 	echo "pgbench select-only: $(median "$sel_r" 2) of local, rounds $(spread "$sel_r") (target >= 0.9)"
 	echo "pgbench TPC-B, synchronous_commit=on: $(median "$tpcb_r" 2) of local, rounds $(spread "$tpcb_r") (target >= 0.5)"
