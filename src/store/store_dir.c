@@ -14,6 +14,12 @@
  * store's write-ahead log instead (dir_wal.h): one flush, shared by the
  * puts of the moment.  Opening a store replays what a crash left there.
  *
+ * Small objects' inodes are recycled (struct recycler): a delete moves the
+ * file into "<root>/.tmp/free" and a later put fills it again, so a store
+ * that creates and deletes objects at the rate of barriers allocates and
+ * frees no inodes.  Readers and reuse meet on a flock of the inode
+ * (see RECYCLE_MAX).
+ *
  * Conditional puts (the lease) compare etags: an object's etag is a hash of
  * its content.  Check and replace run under an exclusive flock(2) of
  * "<root>/.tmp/.cond.lock", which orders them against other threads and
@@ -30,7 +36,10 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -49,6 +58,49 @@
 /* Objects put lazily that wait for a store_sync at most. */
 #define LAZY_MAX 4096
 
+/* Recycling.  ext4 without a journal allocates an inode by skipping, one
+ * by one, the free inodes of the block group deleted in the last 60 s (360 s
+ * while their inode table block is dirty).  With objects put and deleted
+ * at the rate of barriers (index logs, the small segments they carry),
+ * every create walked thousands of them: 100-300 us of each put, a fifth
+ * of the daemon's CPU under pgbench TPC-B.  So a deleted object of at most
+ * RECYCLE_MAX bytes is renamed into FREE_DIR instead of unlinked, and a
+ * put fills the oldest such file instead of creating one; at most
+ * RECYCLE_POOL wait, the others are unlinked.
+ *
+ * A reader that opened an object before it was deleted must never read
+ * another object's bytes from its reused inode.  Readers and reuse meet on
+ * flock(2) of the inode:
+ *   - a reader takes LOCK_SH (without waiting) on what it opened, then
+ *     checks that the key still names that inode, reads, and closes;
+ *   - a put takes LOCK_EX (without waiting) on a pool file before it
+ *     truncates it, and holds it until the file is written and closed.
+ * A reader that holds LOCK_SH passed its check while the key named the
+ * inode, so the inode is not reused until the read ends (the put's LOCK_EX
+ * fails and it takes another file).  A reader that finds LOCK_EX held, or
+ * takes LOCK_SH after a reuse, sees that the key no longer names the inode
+ * (a deleted key leads to the pool or nowhere: keys are written once) and
+ * opens the key again, which gives ENOENT or the key's new object.
+ * Object files take no other flocks (the conditional puts lock a file of
+ * their own).  A pool file belongs to the process that put it there (its
+ * name starts with the pid), which removes it at close; once that process
+ * is gone, the next open of the store does. */
+#define FREE_DIR ".tmp/free"
+#define RECYCLE_MAX (2u << 20)
+#define RECYCLE_POOL 2048
+#define FREE_NAME_MAX 48
+
+struct recycled {
+	char name[FREE_NAME_MAX]; /* relative to the root */
+};
+
+struct recycler {
+	pthread_mutex_t lock;
+	struct recycled *pool; /* a ring of RECYCLE_POOL, oldest at head */
+	size_t head, n;
+	int dirfd; /* FREE_DIR, -1 when it could not be made: no recycling */
+};
+
 struct store_dir {
 	struct store base;
 	int rootfd;
@@ -59,6 +111,8 @@ struct store_dir {
 	char **lazy;
 	size_t nlazy, caplazy;
 	int lazy_failed; /* a sync of them failed: dir_sync fails from then on */
+
+	struct recycler rc;
 };
 
 static struct store_dir *to_dir(struct store *st)
@@ -142,25 +196,64 @@ static int make_parents(int rootfd, const char *key)
 	return 0;
 }
 
-/* Create a uniquely named temp file holding data, durable on return when
- * durable is set. */
+/* A pool file no reader holds, locked (LOCK_EX), emptied and open for
+ * writing, its name (relative to the root) in name: its descriptor (the
+ * lock goes with its close), or -1 when there is none. */
+static int recycled_take(struct store_dir *d, char name[FREE_NAME_MAX])
+{
+	struct recycler *rc = &d->rc;
+
+	for (size_t tries = 0; tries < 4; tries++) {
+		struct recycled r;
+		pthread_mutex_lock(&rc->lock);
+		if (rc->n == 0) {
+			pthread_mutex_unlock(&rc->lock);
+			return -1;
+		}
+		r = rc->pool[rc->head];
+		rc->head = (rc->head + 1) % RECYCLE_POOL;
+		rc->n--;
+		pthread_mutex_unlock(&rc->lock);
+		int fd = openat(d->rootfd, r.name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			continue; /* gone (a sweep): try the next */
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && ftruncate(fd, 0) == 0) {
+			memcpy(name, r.name, FREE_NAME_MAX);
+			return fd;
+		}
+		close(fd);
+		/* A reader still holds it: back to the pool's end. */
+		pthread_mutex_lock(&rc->lock);
+		int room = rc->n < RECYCLE_POOL;
+		if (room)
+			rc->pool[(rc->head + rc->n++) % RECYCLE_POOL] = r;
+		pthread_mutex_unlock(&rc->lock);
+		if (!room)
+			unlinkat(d->rootfd, r.name, 0);
+	}
+	return -1;
+}
+
+/* A temp file holding data, durable on return when durable is set: a
+ * recycled one, or a new uniquely named file in TMP_DIR.  Its name,
+ * relative to the root, goes to name. */
 static int write_temp(struct store_dir *d, const void *data, size_t len, int durable,
-		      char name[32])
+		      char name[FREE_NAME_MAX])
 {
 	static atomic_uint_fast64_t seq;
-	CLEANUP_CLOSE int fd = -1;
+	CLEANUP_CLOSE int fd = recycled_take(d, name);
 	uint64_t rnd;
 	int r;
 
-	do {
+	while (fd < 0) {
 		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
 			rnd = util_now_ns();
-		snprintf(name, 32, "%016llx.%llu", (unsigned long long)rnd,
+		snprintf(name, FREE_NAME_MAX, TMP_DIR "/%016llx.%llu", (unsigned long long)rnd,
 			 (unsigned long long)atomic_fetch_add(&seq, 1));
-		fd = openat(d->tmpfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	} while (fd < 0 && errno == EEXIST);
-	if (fd < 0)
-		return -errno;
+		fd = openat(d->rootfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0 && errno != EEXIST)
+			return -errno;
+	}
 	r = util_write_full(fd, data, len);
 	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
@@ -168,25 +261,77 @@ static int write_temp(struct store_dir *d, const void *data, size_t len, int dur
 		r = -errno;
 	fd = -1;
 	if (r < 0)
-		unlinkat(d->tmpfd, name, 0);
+		unlinkat(d->rootfd, name, 0);
 	return r;
 }
 
-/* Move the temp file to key.  IF_ABSENT uses RENAME_NOREPLACE, or link(2)
- * on filesystems without it: both fail with EEXIST rather than replace.
- * The temp file stays on failure. */
+/* Delete key by moving it into the pool when it is small enough and the
+ * pool has room; else unlink it.  0 or -errno (-ENOENT: no such object). */
+static int recycle_or_unlink(struct store_dir *d, const char *key)
+{
+	static atomic_uint_fast64_t seq;
+	struct recycler *rc = &d->rc;
+	struct recycled r;
+	struct stat sb;
+
+	if (rc->dirfd < 0 || fstatat(d->rootfd, key, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(sb.st_mode) || sb.st_size > RECYCLE_MAX || sb.st_nlink != 1)
+		return unlinkat(d->rootfd, key, 0) < 0 ? -errno : 0;
+	pthread_mutex_lock(&rc->lock);
+	int room = rc->n < RECYCLE_POOL;
+	pthread_mutex_unlock(&rc->lock);
+	if (!room)
+		return unlinkat(d->rootfd, key, 0) < 0 ? -errno : 0;
+	snprintf(r.name, sizeof(r.name), FREE_DIR "/%d.%llu", (int)getpid(),
+		 (unsigned long long)atomic_fetch_add(&seq, 1));
+	if (renameat(d->rootfd, key, d->rootfd, r.name) < 0)
+		return -errno;
+	/* Checked again on the file moved, which nothing changes any more. */
+	room = fstatat(d->rootfd, r.name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode) &&
+	       sb.st_size <= RECYCLE_MAX && sb.st_nlink == 1;
+	pthread_mutex_lock(&rc->lock);
+	if (room && rc->n < RECYCLE_POOL) {
+		rc->pool[(rc->head + rc->n++) % RECYCLE_POOL] = r;
+		room = 1;
+	} else {
+		room = 0;
+	}
+	pthread_mutex_unlock(&rc->lock);
+	if (!room)
+		unlinkat(d->rootfd, r.name, 0);
+	return 0;
+}
+
+/* Remove the pool's files (close). */
+static void recycler_free(struct store_dir *d)
+{
+	struct recycler *rc = &d->rc;
+
+	for (; rc->n > 0; rc->n--, rc->head = (rc->head + 1) % RECYCLE_POOL)
+		unlinkat(d->rootfd, rc->pool[rc->head].name, 0);
+	free(rc->pool);
+	rc->pool = NULL;
+	if (rc->dirfd >= 0)
+		close(rc->dirfd);
+	rc->dirfd = -1;
+	pthread_mutex_destroy(&rc->lock);
+}
+
+/* Move the temp file name (relative to the root) to key.  IF_ABSENT uses RENAME_NOREPLACE, or
+ * link(2) on filesystems without it: both fail with EEXIST rather than replace. The temp file stays
+ * on failure. */
 static int publish(struct store_dir *d, const char *name, const char *key, int flags)
 {
 	int r;
 
 	if (!(flags & STORE_PUT_IF_ABSENT)) {
-		r = renameat(d->tmpfd, name, d->rootfd, key);
+		r = renameat(d->rootfd, name, d->rootfd, key);
 	} else {
-		r = renameat2(d->tmpfd, name, d->rootfd, key, RENAME_NOREPLACE);
+		r = renameat2(d->rootfd, name, d->rootfd, key, RENAME_NOREPLACE);
 		if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
-			r = linkat(d->tmpfd, name, d->rootfd, key, 0);
+			r = linkat(d->rootfd, name, d->rootfd, key, 0);
 			if (r == 0)
-				unlinkat(d->tmpfd, name, 0);
+				unlinkat(d->rootfd, name, 0);
 		}
 	}
 	return r < 0 ? -errno : 0;
@@ -265,17 +410,17 @@ static int dir_sync(struct store *st)
 static int replay_object(void *arg, const char *key, const void *data, size_t len);
 
 enum put_mode {
-	PUT_LAZY,    /* STORE_PUT_LAZY: no sync until dir_sync */
-	PUT_LOGGED,  /* through the write-ahead log when it takes the put */
-	PUT_SYNCED,  /* fsyncs (conditional puts) */
+	PUT_LAZY, /* STORE_PUT_LAZY: no sync until dir_sync */
+	PUT_LOGGED, /* through the write-ahead log when it takes the put */
+	PUT_SYNCED, /* fsyncs (conditional puts) */
 	PUT_REPLAYED /* fsyncs, from the log's own replay (which holds it) */
 };
 
-static int put_object(struct store_dir *d, const char *key, const void *data, size_t len,
-		      int flags, enum put_mode mode)
+static int put_object(struct store_dir *d, const char *key, const void *data, size_t len, int flags,
+		      enum put_mode mode)
 {
 	struct store *st = &d->base;
-	char name[32];
+	char name[FREE_NAME_MAX];
 	char dir[KEY_MAX + 1];
 	int r;
 
@@ -297,13 +442,13 @@ static int put_object(struct store_dir *d, const char *key, const void *data, si
 	if (r == -ENOENT) {
 		r = make_parents(d->rootfd, key);
 		if (r < 0) {
-			unlinkat(d->tmpfd, name, 0);
+			unlinkat(d->rootfd, name, 0);
 			return dir_err(st, "create parents of", key, -r);
 		}
 		r = publish(d, name, key, flags);
 	}
 	if (r < 0)
-		unlinkat(d->tmpfd, name, 0);
+		unlinkat(d->rootfd, name, 0);
 	if (r == -EEXIST)
 		return r;
 	if (r < 0)
@@ -362,9 +507,40 @@ static int open_object(struct store *st, const char *key)
 	return fd;
 }
 
+/* Open key for reading, with the inode locked against reuse (see
+ * RECYCLE_MAX) and sb its fstat: the descriptor, or -errno. */
+static int open_locked(struct store *st, const char *key, struct stat *sb)
+{
+	struct store_dir *d = to_dir(st);
+
+	for (int tries = 0; tries < 16; tries++) {
+		struct stat now;
+		int fd = open_object(st, key);
+		if (fd < 0)
+			return fd;
+		int locked = flock(fd, LOCK_SH | LOCK_NB) == 0;
+		int err = locked || errno == EWOULDBLOCK ? 0 : errno;
+		if (!err && fstat(fd, sb) < 0)
+			err = errno;
+		if (err) {
+			close(fd);
+			return dir_err(st, "lock or stat", key, err);
+		}
+		/* Without the lock (a put is reusing the inode), or when the key
+		 * names another inode by now, the key was deleted meanwhile. */
+		if (locked && fstatat(d->rootfd, key, &now, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    now.st_ino == sb->st_ino && now.st_dev == sb->st_dev)
+			return fd;
+		close(fd);
+	}
+	log_error("store %s: %s changed under every one of 16 reads", st->url, key);
+	return -EIO;
+}
+
 static ssize_t dir_get(struct store *st, const char *key, uint64_t off, size_t len, void *buf)
 {
-	CLEANUP_CLOSE int fd = open_object(st, key);
+	struct stat sb;
+	CLEANUP_CLOSE int fd = open_locked(st, key, &sb);
 	ssize_t n;
 
 	if (fd < 0)
@@ -379,15 +555,13 @@ static ssize_t dir_get(struct store *st, const char *key, uint64_t off, size_t l
 
 static int dir_get_all(struct store *st, const char *key, void **data, size_t *len)
 {
-	CLEANUP_CLOSE int fd = open_object(st, key);
 	struct stat sb;
+	CLEANUP_CLOSE int fd = open_locked(st, key, &sb);
 	char *buf;
 	ssize_t n;
 
 	if (fd < 0)
 		return fd;
-	if (fstat(fd, &sb) < 0)
-		return dir_err(st, "stat", key, errno);
 	if (!S_ISREG(sb.st_mode))
 		return -ENOENT;
 	/* One spare byte so an empty object still gets a non-NULL buffer. */
@@ -420,8 +594,9 @@ static int dir_del(struct store *st, const char *key, int flags)
 		if (r < 0)
 			return dir_err(st, "retire the write-ahead log before deleting", key, -r);
 	}
-	if (unlinkat(d->rootfd, key, 0) < 0) {
-		r = dir_err(st, "delete", key, errno);
+	r = recycle_or_unlink(d, key);
+	if (r < 0) {
+		r = dir_err(st, "delete", key, -r);
 		return r == -ENOENT ? 0 : r;
 	}
 	if (flags & STORE_DEL_LAZY)
@@ -582,8 +757,7 @@ static void content_etag(const void *data, size_t len, char etag[STORE_ETAG_MAX]
 	sodium_bin2hex(etag, STORE_ETAG_MAX, h, sizeof(h));
 }
 
-static int dir_get_etag(struct store *st, const char *key, void **data, size_t *len,
-			char etag[])
+static int dir_get_etag(struct store *st, const char *key, void **data, size_t *len, char etag[])
 {
 	int r = dir_get_all(st, key, data, len);
 
@@ -636,6 +810,7 @@ static void dir_close(struct store *st)
 		log_error("store %s: objects put lately may not be durable", st->url);
 	pthread_mutex_destroy(&d->lazy_lock);
 	dir_wal_free(d->wal);
+	recycler_free(d);
 	close(d->tmpfd);
 	close(d->rootfd);
 	free(st->url);
@@ -656,12 +831,15 @@ static const struct store_ops dir_ops = {
 	.close = dir_close,
 };
 
-/* Remove temp files left by puts that crashed long ago; recent ones may
- * belong to another process putting into the same directory right now. */
-static void sweep_temps(struct store_dir *d)
+/* Remove the files of dfd left by puts that crashed long ago (TMP_DIR:
+ * recent ones may belong to another process putting into the same
+ * directory right now), or (FREE_DIR, by_owner) those of pools whose
+ * process is gone: a live process's pool file may be old, and is taken
+ * without a check. */
+static void sweep_dir(int dfd, int by_owner)
 {
-	int fd = dup(d->tmpfd);
 	time_t cutoff = time(NULL) - TMP_STALE_SECS;
+	int fd = dup(dfd);
 	struct dirent *de;
 	DIR *dir;
 
@@ -677,9 +855,16 @@ static void sweep_temps(struct store_dir *d)
 
 		if (de->d_name[0] == '.')
 			continue;
-		if (fstatat(d->tmpfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    S_ISREG(sb.st_mode) && sb.st_mtime < cutoff)
-			unlinkat(d->tmpfd, de->d_name, 0);
+		if (by_owner) {
+			long pid = strtol(de->d_name, NULL, 10);
+			if (pid > 0 && pid <= INT_MAX &&
+			    (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+				continue;
+		} else if (fstatat(dfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+			   !S_ISREG(sb.st_mode) || sb.st_mtime >= cutoff) {
+			continue;
+		}
+		unlinkat(dfd, de->d_name, 0);
 	}
 	closedir(dir);
 }
@@ -744,10 +929,20 @@ struct store *store_dir_open(const char *path, int create)
 	d->base.ops = &dir_ops;
 	d->base.caps = STORE_CAP_LAZY;
 	pthread_mutex_init(&d->lazy_lock, NULL);
+	pthread_mutex_init(&d->rc.lock, NULL);
+	d->rc.dirfd = -1;
+	d->rc.pool = calloc(RECYCLE_POOL, sizeof(*d->rc.pool));
 	d->base.url = strdup(path);
-	if (!d->base.url || open_dirs(d, path, create) < 0)
+	if (!d->base.url || !d->rc.pool || open_dirs(d, path, create) < 0)
 		goto err_free;
-	sweep_temps(d);
+	sweep_dir(d->tmpfd, 0);
+	if (mkdirat(d->rootfd, FREE_DIR, 0755) == 0 || errno == EEXIST)
+		d->rc.dirfd = openat(d->rootfd, FREE_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (d->rc.dirfd < 0)
+		log_warn("store %s: cannot use %s/" FREE_DIR " (%m): deleted objects are unlinked",
+			 path, path);
+	else
+		sweep_dir(d->rc.dirfd, 1);
 	d->wal = dir_wal_new(d->tmpfd, d->rootfd, path);
 	if (!d->wal)
 		goto err_free;
@@ -764,6 +959,7 @@ struct store *store_dir_open(const char *path, int create)
 err_free:
 	saved = errno;
 	dir_wal_free(d->wal);
+	recycler_free(d);
 	if (d->tmpfd >= 0)
 		close(d->tmpfd);
 	if (d->rootfd >= 0)

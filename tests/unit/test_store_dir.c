@@ -8,9 +8,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -70,10 +73,38 @@ static size_t count_temps(void)
 	d = opendir(path);
 	cr_assert_not_null(d);
 	while ((de = readdir(d)))
+		if (de->d_name[0] != '.' && de->d_type != DT_DIR)
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* Files in .tmp/free, the pool of recycled inodes. */
+static size_t count_free(void)
+{
+	char path[128];
+	DIR *d;
+	struct dirent *de;
+	size_t n = 0;
+
+	snprintf(path, sizeof(path), "%s/.tmp/free", root);
+	d = opendir(path);
+	cr_assert_not_null(d);
+	while ((de = readdir(d)))
 		if (de->d_name[0] != '.')
 			n++;
 	closedir(d);
 	return n;
+}
+
+static ino_t ino_of(const char *key)
+{
+	char path[256];
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/%s", root, key);
+	cr_assert_eq(stat(path, &sb), 0, "stat %s", key);
+	return sb.st_ino;
 }
 
 Test(store_dir, put_get_stat)
@@ -451,8 +482,8 @@ static char log_a[3000], seg_b[70000];
 
 static void put_two(struct store *s)
 {
-	if (store_put(s, "meta/log/0000000000000001", log_a, sizeof(log_a),
-		      STORE_PUT_IF_ABSENT) != 0 ||
+	if (store_put(s, "meta/log/0000000000000001", log_a, sizeof(log_a), STORE_PUT_IF_ABSENT) !=
+		    0 ||
 	    store_put(s, "segments/00/0000000000000002", seg_b, sizeof(seg_b), 0) != 0)
 		_exit(3);
 }
@@ -484,7 +515,8 @@ Test(store_dir, wal_retired_records_are_not_replayed)
 
 	fill(log_a, sizeof(log_a), 'c');
 	cr_assert_eq(store_put(st, "meta/log/0000000000000007", log_a, sizeof(log_a),
-			       STORE_PUT_IF_ABSENT), 0);
+			       STORE_PUT_IF_ABSENT),
+		     0);
 	store_close(st); /* retires */
 	path_of(p, sizeof(p), "meta/log/0000000000000007");
 	cr_assert_eq(unlink(p), 0);
@@ -497,8 +529,8 @@ Test(store_dir, wal_retired_records_are_not_replayed)
 
 static void put_then_delete(struct store *s)
 {
-	if (store_put(s, "meta/log/0000000000000003", log_a, sizeof(log_a),
-		      STORE_PUT_IF_ABSENT) != 0 ||
+	if (store_put(s, "meta/log/0000000000000003", log_a, sizeof(log_a), STORE_PUT_IF_ABSENT) !=
+		    0 ||
 	    store_del(s, "meta/log/0000000000000003") != 0)
 		_exit(3);
 }
@@ -517,8 +549,8 @@ Test(store_dir, wal_delete_retires_the_record_first)
 
 static void put_two_logs(struct store *s)
 {
-	if (store_put(s, "meta/log/0000000000000001", log_a, sizeof(log_a),
-		      STORE_PUT_IF_ABSENT) != 0 ||
+	if (store_put(s, "meta/log/0000000000000001", log_a, sizeof(log_a), STORE_PUT_IF_ABSENT) !=
+		    0 ||
 	    store_put(s, "meta/log/0000000000000002", seg_b, 5000, STORE_PUT_IF_ABSENT) != 0)
 		_exit(3);
 }
@@ -575,8 +607,9 @@ Test(store_dir, lazy_put_is_read_at_once_and_synced_on_demand)
 {
 	cr_assert(st->caps & STORE_CAP_LAZY, "the dir store does not say its lazy puts tear");
 	fill(seg_b, sizeof(seg_b), 'h');
-	cr_assert_eq(store_put(st, "segments/00/0000000000000009", seg_b, sizeof(seg_b),
-			       STORE_PUT_LAZY), 0);
+	cr_assert_eq(
+		store_put(st, "segments/00/0000000000000009", seg_b, sizeof(seg_b), STORE_PUT_LAZY),
+		0);
 	assert_bytes("segments/00/0000000000000009", seg_b, sizeof(seg_b));
 	cr_assert_eq(store_put(st, "segments/00/000000000000000a", seg_b, 10, STORE_PUT_LAZY), 0);
 	cr_assert_eq(store_del(st, "segments/00/000000000000000a"), 0);
@@ -588,8 +621,7 @@ Test(store_dir, lazy_put_is_read_at_once_and_synced_on_demand)
 
 static void put_lazy(struct store *s)
 {
-	if (store_put(s, "segments/00/0000000000000005", seg_b, sizeof(seg_b),
-		      STORE_PUT_LAZY) != 0)
+	if (store_put(s, "segments/00/0000000000000005", seg_b, sizeof(seg_b), STORE_PUT_LAZY) != 0)
 		_exit(3);
 }
 
@@ -612,8 +644,8 @@ Test(store_dir, lazy_put_takes_no_record)
 
 static void put_then_delete_lazily(struct store *s)
 {
-	if (store_put(s, "meta/log/0000000000000004", log_a, sizeof(log_a),
-		      STORE_PUT_IF_ABSENT) != 0 ||
+	if (store_put(s, "meta/log/0000000000000004", log_a, sizeof(log_a), STORE_PUT_IF_ABSENT) !=
+		    0 ||
 	    store_del_flags(s, "meta/log/0000000000000004", STORE_DEL_LAZY) != 0)
 		_exit(3);
 }
@@ -659,7 +691,8 @@ Test(store_dir, wal_open_with_nothing_to_replay_writes_nothing)
 	fill(log_a, sizeof(log_a), 'k');
 	fill(seg_b, sizeof(seg_b), 'l');
 	cr_assert_eq(store_put(st, "meta/log/0000000000000011", log_a, sizeof(log_a),
-			       STORE_PUT_IF_ABSENT), 0);
+			       STORE_PUT_IF_ABSENT),
+		     0);
 	store_close(st); /* retires: the header points past the record */
 	read_wal(before);
 	st = store_dir_open(root, 0);
@@ -693,8 +726,7 @@ static void break_object(const char *key)
 Test(store_dir, failed_lazy_sync_is_final)
 {
 	fill(seg_b, sizeof(seg_b), 'm');
-	cr_assert_eq(store_put(st, "segments/00/0000000000000021", seg_b, 1000, STORE_PUT_LAZY),
-		     0);
+	cr_assert_eq(store_put(st, "segments/00/0000000000000021", seg_b, 1000, STORE_PUT_LAZY), 0);
 	break_object("segments/00/0000000000000021");
 	cr_assert_eq(store_sync(st), -EIO);
 	/* Tried again the fsync could succeed with the data lost: it is not. */
@@ -703,8 +735,7 @@ Test(store_dir, failed_lazy_sync_is_final)
 	cr_assert_eq(unlink(p), 0);
 	cr_assert_eq(store_sync(st), -EIO, "a failed sync was forgotten");
 	/* Later lazy puts sync their own files. */
-	cr_assert_eq(store_put(st, "segments/00/0000000000000022", seg_b, 2000, STORE_PUT_LAZY),
-		     0);
+	cr_assert_eq(store_put(st, "segments/00/0000000000000022", seg_b, 2000, STORE_PUT_LAZY), 0);
 	assert_bytes("segments/00/0000000000000022", seg_b, 2000);
 	cr_assert_eq(store_sync(st), -EIO);
 }
@@ -713,10 +744,144 @@ Test(store_dir, failed_retirement_leaves_the_records_for_the_next_open)
 {
 	fill(log_a, sizeof(log_a), 'n');
 	cr_assert_eq(store_put(st, "meta/log/0000000000000031", log_a, sizeof(log_a),
-			       STORE_PUT_IF_ABSENT), 0);
+			       STORE_PUT_IF_ABSENT),
+		     0);
 	break_object("meta/log/0000000000000031");
 	store_close(st); /* its retirement fails */
 	st = store_dir_open(root, 0);
 	cr_assert_not_null(st);
 	assert_bytes("meta/log/0000000000000031", log_a, sizeof(log_a));
+}
+
+/* A deleted small object's inode goes to the pool and the next put fills
+ * it, unless a reader holds it (flock LOCK_SH, as dir_get does while it
+ * reads).  Large objects are unlinked.  Closing the store empties the
+ * pool. */
+Test(store_dir, recycles_small_objects)
+{
+	char path[256];
+	uint64_t size;
+
+	put_str("log/1", "first log");
+	ino_t first = ino_of("log/1");
+	cr_assert_eq(store_del(st, "log/1"), 0);
+	cr_assert_eq(store_stat(st, "log/1", &size), -ENOENT);
+	cr_assert_eq(count_free(), 1);
+	put_str("log/2", "second, in a reused inode");
+	cr_assert_eq(ino_of("log/2"), first, "the pool's inode was not reused");
+	assert_content("log/2", "second, in a reused inode");
+	cr_assert_eq(count_free(), 0);
+	cr_assert_eq(count_temps(), 0);
+
+	/* A reader holds log/2's inode: it is not reused until it lets go. */
+	snprintf(path, sizeof(path), "%s/log/2", root);
+	int rfd = open(path, O_RDONLY);
+	cr_assert_geq(rfd, 0);
+	cr_assert_eq(flock(rfd, LOCK_SH), 0);
+	cr_assert_eq(store_del(st, "log/2"), 0);
+	put_str("log/3", "third");
+	cr_assert_neq(ino_of("log/3"), first, "an inode a reader holds was reused");
+	char got[64] = "";
+	cr_assert_eq(pread(rfd, got, sizeof(got) - 1, 0), 25);
+	cr_assert_str_eq(got, "second, in a reused inode");
+	close(rfd);
+	put_str("log/4", "fourth");
+	cr_assert_eq(ino_of("log/4"), first, "the inode stayed out of use");
+
+	static char big[(2u << 20) + 1];
+	memset(big, 'b', sizeof(big));
+	cr_assert_eq(store_put(st, "seg/big", big, sizeof(big), 0), 0);
+	cr_assert_eq(store_del(st, "seg/big"), 0);
+	cr_assert_eq(count_free(), 0, "a large object went to the pool");
+
+	cr_assert_eq(store_del(st, "log/3"), 0);
+	cr_assert_eq(count_free(), 1);
+	store_close(st);
+	st = NULL;
+	cr_assert_eq(count_free(), 0, "the pool outlived the store");
+}
+
+/* Readers racing with deletes and puts that reuse the deleted inodes see
+ * each key's own bytes or ENOENT, never another object's. */
+struct churn {
+	atomic_int stop;
+	atomic_long reads, gone;
+};
+
+static void fill_key(char *buf, size_t len, int k)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (char)('a' + (k + (int)i) % 26);
+}
+
+static void *churn_reader(void *arg)
+{
+	struct churn *c = arg;
+	static char want[4096];
+	char got[4096];
+
+	while (!atomic_load(&c->stop)) {
+		for (int k = 0; k < 32; k++) {
+			char key[32];
+			snprintf(key, sizeof(key), "r/%d", k);
+			ssize_t n = store_get(st, key, 0, sizeof(got), got);
+			if (n == -ENOENT) {
+				atomic_fetch_add(&c->gone, 1);
+				continue;
+			}
+			cr_assert_eq(n, (ssize_t)sizeof(got), "%s: %zd", key, n);
+			fill_key(want, sizeof(want), k);
+			cr_assert_arr_eq(got, want, sizeof(got), "%s: another object's bytes", key);
+			atomic_fetch_add(&c->reads, 1);
+		}
+	}
+	return NULL;
+}
+
+Test(store_dir, readers_never_see_a_reused_inode, .timeout = 60)
+{
+	static char data[4096];
+	struct churn c = { 0 };
+	pthread_t t;
+
+	cr_assert_eq(pthread_create(&t, NULL, churn_reader, &c), 0);
+	uint64_t end = util_now_ns() + 1500000000ULL;
+	for (int round = 0; util_now_ns() < end; round++) {
+		for (int k = 0; k < 32; k++) {
+			char key[32];
+			snprintf(key, sizeof(key), "r/%d", k);
+			if (round % 2 == 0) {
+				fill_key(data, sizeof(data), k);
+				cr_assert_eq(store_put(st, key, data, sizeof(data), 0), 0);
+			} else {
+				cr_assert_eq(store_del(st, key), 0);
+			}
+		}
+	}
+	atomic_store(&c.stop, 1);
+	pthread_join(t, NULL);
+	cr_assert_gt(atomic_load(&c.reads), 0);
+	cr_assert_gt(atomic_load(&c.gone), 0);
+}
+
+/* Opening a store removes the pool files of processes that are gone, and
+ * keeps those of live ones (their files are taken without a check). */
+Test(store_dir, sweeps_pools_of_gone_processes)
+{
+	char gone[256], live[256];
+
+	snprintf(gone, sizeof(gone), "%s/.tmp/free/%d.7", root, INT_MAX);
+	snprintf(live, sizeof(live), "%s/.tmp/free/%d.7", root, (int)getppid());
+	for (int i = 0; i < 2; i++) {
+		FILE *f = fopen(i ? live : gone, "w");
+		cr_assert_not_null(f);
+		fputs("old object", f);
+		fclose(f);
+	}
+	store_close(st);
+	st = store_dir_open(root, 0);
+	cr_assert_not_null(st);
+	cr_assert_eq(access(gone, F_OK), -1, "a gone process's pool file stayed");
+	cr_assert_eq(access(live, F_OK), 0, "a live process's pool file was removed");
+	unlink(live);
 }
