@@ -257,7 +257,7 @@ static int write_temp(struct store_dir *d, const void *data, size_t len, int dur
 	r = util_write_full(fd, data, len);
 	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
-	if (r == 0 && close(fd) < 0)
+	if (close(fd) < 0 && r == 0)
 		r = -errno;
 	fd = -1;
 	if (r < 0)
@@ -317,9 +317,9 @@ static void recycler_free(struct store_dir *d)
 	pthread_mutex_destroy(&rc->lock);
 }
 
-/* Move the temp file name (relative to the root) to key.  IF_ABSENT uses RENAME_NOREPLACE, or
- * link(2) on filesystems without it: both fail with EEXIST rather than replace. The temp file stays
- * on failure. */
+/* Move the temp file name (relative to the root) to key.  IF_ABSENT uses
+ * RENAME_NOREPLACE, or link(2) on filesystems without it: both fail with
+ * EEXIST rather than replace.  The temp file stays on failure. */
 static int publish(struct store_dir *d, const char *name, const char *key, int flags)
 {
 	int r;
