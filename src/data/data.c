@@ -856,8 +856,6 @@ ssize_t data_read_map(struct data *d, uint64_t ino, uint64_t off, size_t len, vo
 	int rc = tls_buffers();
 	if (rc < 0)
 		return rc;
-	if (pins)
-		memset(pins, 0, (data_last_blk(off, len) - data_first_blk(off) + 1) * sizeof(*pins));
 	uint8_t *out = buf;
 	size_t done = 0;
 	while (done < len) {

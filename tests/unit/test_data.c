@@ -721,7 +721,7 @@ Test(data, read_map_pins, .init = setup, .fini = teardown)
 	const uint64_t off = B / 2 + 7, n = len - off - 100;
 	pthread_mutex_lock(&lock);
 	cr_assert_eq(data_read(d, ino, 0, len, want), (ssize_t)len); /* now cached */
-	struct data_pin pins[9];
+	struct data_pin pins[9] = {0}; /* the caller zeroes them (data.h) */
 	struct map_rec m = {0};
 	memset(buf, 0xaa, len);
 	cr_assert_eq(data_read_map(d, ino, off, n, buf, map_rec, &m, pins), (ssize_t)n);

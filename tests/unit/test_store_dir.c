@@ -62,14 +62,15 @@ static void assert_content(const char *key, const char *val)
 	free(data);
 }
 
-static size_t count_temps(void)
+/* Files (not directories) in dir under the store's root. */
+static size_t count_files(const char *dir)
 {
 	char path[128];
 	DIR *d;
 	struct dirent *de;
 	size_t n = 0;
 
-	snprintf(path, sizeof(path), "%s/.tmp", root);
+	snprintf(path, sizeof(path), "%s/%s", root, dir);
 	d = opendir(path);
 	cr_assert_not_null(d);
 	while ((de = readdir(d)))
@@ -79,22 +80,15 @@ static size_t count_temps(void)
 	return n;
 }
 
-/* Files in .tmp/free, the pool of recycled inodes. */
+/* Temp files, and files in the pool of recycled inodes. */
+static size_t count_temps(void)
+{
+	return count_files(".tmp");
+}
+
 static size_t count_free(void)
 {
-	char path[128];
-	DIR *d;
-	struct dirent *de;
-	size_t n = 0;
-
-	snprintf(path, sizeof(path), "%s/.tmp/free", root);
-	d = opendir(path);
-	cr_assert_not_null(d);
-	while ((de = readdir(d)))
-		if (de->d_name[0] != '.')
-			n++;
-	closedir(d);
-	return n;
+	return count_files(".tmp/free");
 }
 
 static ino_t ino_of(const char *key)
