@@ -22,9 +22,9 @@
 # default) run of RUNTIME seconds with 8 clients; the ratios are taken
 # within each round and reported as medians with their range (this machine's
 # speed drifts by a third from one minute to the next).  Last, a device file
-# alone (no filesystem, no nbdfuse): SIZE bytes written (durable at the end)
-# and read back with 1 MiB requests through FUSE (dd) and through NBD
-# (nbdcopy -C 4).
+# alone (no filesystem): SIZE bytes written (durable at the end) through
+# FUSE (dd) and through NBD (nbdcopy -C 4), and one file read back through
+# FUSE (dd), NBD (nbdcopy -C 4) and nbdfuse (dd), 1 MiB requests.
 #
 # The NBD-against-FUSE targets are judged on SEQ_ROUNDS rounds that
 # alternate which path goes first (the fio sequential pair on a fresh ext4
@@ -38,6 +38,7 @@
 # PG_ROUNDS (pgbench rounds, default 5), SEQ_ROUNDS (rounds of the NBD and
 # FUSE sequential comparison, default 4: as many rounds with each path
 # first),
+# CACHE (the mount's cache_size, default 256M as the daemon's),
 # STORE (the zerofs-fuse store, default a local directory store in the work
 # directory), ZEROFS_CONFIG (a config file for it, e.g. S3 settings), BUILD
 # (build tree, default the source tree).  Needs root, fio, nbdfuse, losetup,
@@ -52,6 +53,7 @@ RUNTIME=${RUNTIME:-15}
 SCALE=${SCALE:-10}
 PG_ROUNDS=${PG_ROUNDS:-5}
 SEQ_ROUNDS=${SEQ_ROUNDS:-4}
+CACHE=${CACHE:-256M}
 export ZEROFS_PASSWORD=${ZEROFS_PASSWORD:-bench}
 for c in fio nbdfuse losetup mkfs.ext4 python3; do
 	command -v "$c" >/dev/null || { echo "$c is needed" >&2; exit 1; }
@@ -116,7 +118,7 @@ umount_retry()
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$ZEROFS" -f ${ZEROFS_CONFIG:+-c "$ZEROFS_CONFIG"} \
-	-o "store=$STORE,cache_dir=$work/cache,kdf=min,nbd_listen=127.0.0.1:$port" "$M" \
+	-o "store=$STORE,cache_dir=$work/cache,cache_size=$CACHE,kdf=min,nbd_listen=127.0.0.1:$port" "$M" \
 	>>"$work/zerofs.log" 2>&1 &
 pid=$!
 for _ in $(seq 200); do mountpoint -q "$M" && break; sleep 0.1; done
@@ -298,10 +300,17 @@ if [ -n "$PGBIN" ]; then
 	done
 fi
 
-# The two paths to a device file alone, no filesystem and no nbdfuse on top:
-# SIZE bytes of random data written (durable at the end) and read back with
-# 1 MiB requests, through the FUSE file (dd, O_DIRECT for the read) and
-# through the NBD export (nbdcopy, 4 connections, --flush).
+# The paths to a device file alone, no filesystem on top: SIZE bytes of
+# random data written (durable at the end) through the FUSE file (dd, 1 MiB)
+# and through the NBD export (nbdcopy, 4 connections, --flush), each to a
+# file of its own; then one file (the one dd wrote, so the layout in the
+# store is the same for every reader) read back, cold (another file of more
+# than CACHE bytes read first, to push it out of the block cache, and the
+# page cache dropped) through the FUSE file
+# (dd, 1 MiB, O_DIRECT), through the export (nbdcopy -C 4), and through
+# nbdfuse's file of the export (dd, 1 MiB, O_DIRECT): the client path the
+# ext4 figures take, which adds a FUSE round trip of nbdfuse's to every
+# request.
 timed()
 {
 	local t0 t1
@@ -315,31 +324,47 @@ head -c "$(numfmt --from=iec "$SIZE")" /dev/urandom >"$work/src.bin"
 "$ZEROFS" device create -m "$M" rawn.img "$SIZE" >/dev/null
 raw_fuse_write() { timed dd if="$work/src.bin" of="$M/.nbd/rawf.img" bs=1M conv=fsync,notrunc; }
 raw_nbd_write() { timed nbdcopy -C 4 --flush "$work/src.bin" "nbd://127.0.0.1:$port/rawn.img"; }
-raw_fuse_read() { timed dd if="$M/.nbd/rawf.img" of=/dev/null bs=1M iflag=direct; }
-raw_nbd_read() { timed nbdcopy -C 4 "nbd://127.0.0.1:$port/rawn.img" null:; }
-raww_r="" rawr_r="" raww_f="" raww_n="" rawr_f="" rawr_n=""
+evict_size=$(($(numfmt --from=iec "$CACHE") + (64 << 20)))
+"$ZEROFS" device create -m "$M" evict.img "$evict_size" >/dev/null
+head -c "$evict_size" /dev/urandom >"$M/.nbd/evict.img"
+cold()
+{
+	dd if="$M/.nbd/evict.img" of=/dev/null bs=1M iflag=direct status=none
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	"$@"
+}
+raw_fuse_read() { cold timed dd if="$M/.nbd/rawf.img" of=/dev/null bs=1M iflag=direct; }
+raw_nbd_read() { cold timed nbdcopy -C 4 "nbd://127.0.0.1:$port/rawf.img" null:; }
+raw_nbdfuse_read() { cold timed dd if="$NF/rawf.img" of=/dev/null bs=1M iflag=direct; }
+rm -f "$work/nbdfuse.pid"
+nbdfuse -C 4 -P "$work/nbdfuse.pid" "$NF/rawf.img" "nbd://127.0.0.1:$port/rawf.img" \
+	>>"$work/nbdfuse.log" 2>&1 &
+nbdfuse_pid=$!
+for _ in $(seq 100); do [ -s "$work/nbdfuse.pid" ] && break; sleep 0.1; done
+raww_r="" rawr_r="" rawrf_r="" raww_f="" raww_n="" rawr_f="" rawr_n="" rawr_nf=""
 for ((i = 1; i <= SEQ_ROUNDS; i++)); do
 	if ((i % 2)); then
 		fw=$(raw_fuse_write) nw=$(raw_nbd_write)
+		fr=$(raw_fuse_read) nr=$(raw_nbd_read) nfr=$(raw_nbdfuse_read)
 	else
 		nw=$(raw_nbd_write) fw=$(raw_fuse_write)
+		nfr=$(raw_nbdfuse_read) nr=$(raw_nbd_read) fr=$(raw_fuse_read)
 	fi
-	sync
-	echo 3 >/proc/sys/vm/drop_caches
-	if ((i % 2)); then
-		fr=$(raw_fuse_read) nr=$(raw_nbd_read)
-	else
-		nr=$(raw_nbd_read) fr=$(raw_fuse_read)
-	fi
-	raww_f+=" $fw" raww_n+=" $nw" rawr_f+=" $fr" rawr_n+=" $nr"
+	raww_f+=" $fw" raww_n+=" $nw" rawr_f+=" $fr" rawr_n+=" $nr" rawr_nf+=" $nfr"
 	raww_r+=" $(ratio "$nw" "$fw")" rawr_r+=" $(ratio "$nr" "$fr")"
-	echo "bench-block: device file round $i: write fuse $fw nbd $nw, read fuse $fr nbd $nr" \
-		"(MiB/s)" >&2
+	rawrf_r+=" $(ratio "$nfr" "$fr")"
+	echo "bench-block: device file round $i: write fuse $fw nbd $nw, read fuse $fr" \
+		"nbd $nr nbdfuse $nfr (MiB/s)" >&2
 done
+fusermount3 -u "$NF"
+wait "$nbdfuse_pid"
+nbdfuse_pid=
 R[raw.fuse_write]=$(median "$raww_f" 1)
 R[raw.nbd_write]=$(median "$raww_n" 1)
 R[raw.fuse_read]=$(median "$rawr_f" 1)
 R[raw.nbd_read]=$(median "$rawr_n" 1)
+R[raw.nbdfuse_read]=$(median "$rawr_nf" 1)
 
 printf '\n%-30s %10s %10s %6s %10s %6s\n' workload local fuse ratio nbd ratio
 for k in seqwrite:MiB/s seqread:MiB/s randread:IOPS randwrite:IOPS pg_select:tps pg_tpcb:tps; do
@@ -353,14 +378,17 @@ for k in seqwrite:MiB/s seqread:MiB/s randread:IOPS randwrite:IOPS pg_select:tps
 		"${n:--}" "$([ -n "$n" ] && ratio "$n" "$l" || echo -)"
 done
 echo
-printf '%-30s %10s %10s %6s\n' "device file alone, 1 MiB" fuse nbd ratio
-for w in write read; do
-	printf '%-30s %10s %10s %6s\n' "seq $w (MiB/s)" "${R[raw.fuse_$w]}" "${R[raw.nbd_$w]}" \
-		"$(ratio "${R[raw.nbd_$w]}" "${R[raw.fuse_$w]}")"
-done
+printf '%-30s %10s %10s %6s %10s %6s\n' "device file alone, 1 MiB" fuse nbd ratio nbdfuse ratio
+printf '%-30s %10s %10s %6s %10s %6s\n' "seq write (MiB/s)" "${R[raw.fuse_write]}" \
+	"${R[raw.nbd_write]}" "$(ratio "${R[raw.nbd_write]}" "${R[raw.fuse_write]}")" - -
+printf '%-30s %10s %10s %6s %10s %6s\n' "seq read (MiB/s)" "${R[raw.fuse_read]}" \
+	"${R[raw.nbd_read]}" "$(ratio "${R[raw.nbd_read]}" "${R[raw.fuse_read]}")" \
+	"${R[raw.nbdfuse_read]}" "$(ratio "${R[raw.nbdfuse_read]}" "${R[raw.fuse_read]}")"
 echo "NBD (nbdcopy -C 4) / FUSE (dd) on a device file: write $(median "$raww_r" 2)" \
 	"(rounds $(spread "$raww_r")), read $(median "$rawr_r" 2) (rounds $(spread "$rawr_r"))" \
 	"(target >= 1)"
+echo "NBD through nbdfuse (dd) / FUSE (dd), the same file read: $(median "$rawrf_r" 2)" \
+	"(rounds $(spread "$rawrf_r")): the cost of nbdfuse's own FUSE hop"
 echo "NBD (nbdfuse -C 4, loop direct-io=$nbd_dio) / FUSE loop, ext4 sequential:" \
 	"write $(median "$seqw_r" 2) (rounds $(spread "$seqw_r")), read $(median "$seqr_r" 2)" \
 	"(rounds $(spread "$seqr_r")) (target >= 1)"
