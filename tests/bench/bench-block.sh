@@ -24,7 +24,7 @@
 # speed drifts by a third from one minute to the next).  Last, a device file
 # alone (no filesystem): SIZE bytes written (durable at the end) through
 # FUSE (dd) and through NBD (nbdcopy -C 4), and one file read back through
-# FUSE (dd), NBD (nbdcopy -C 4) and nbdfuse (dd), 1 MiB requests.
+# FUSE (dd), NBD (nbdcopy -C 4) and nbdfuse (dd).
 #
 # The NBD-against-FUSE targets are judged on SEQ_ROUNDS rounds that
 # alternate which path goes first (the fio sequential pair on a fresh ext4
@@ -114,6 +114,26 @@ umount_retry()
 		sleep 0.2
 	done
 	umount "$1"
+}
+
+# nbdfuse_on NAME: nbdfuse's file $NF/NAME of the export NAME (4
+# connections), once nbdfuse is ready; nbdfuse_off unmounts it.
+nbdfuse_on()
+{
+	rm -f "$work/nbdfuse.pid"
+	nbdfuse -C 4 -P "$work/nbdfuse.pid" "$NF/$1" "nbd://127.0.0.1:$port/$1" \
+		>>"$work/nbdfuse.log" 2>&1 &
+	nbdfuse_pid=$!
+	for _ in $(seq 100); do [ -s "$work/nbdfuse.pid" ] && return 0; sleep 0.1; done
+	cat "$work/nbdfuse.log" >&2
+	echo "bench-block: nbdfuse did not start" >&2
+	exit 1
+}
+nbdfuse_off()
+{
+	fusermount3 -u "$NF"
+	wait "$nbdfuse_pid"
+	nbdfuse_pid=
 }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -238,10 +258,7 @@ suite local "$work/local.img"
 suite fuse "$M/.nbd/fuse.img"
 
 "$ZEROFS" device create -m "$M" nbd.img "$disk_size" >/dev/null
-nbdfuse -C 4 -P "$work/nbdfuse.pid" "$NF/nbd.img" "nbd://127.0.0.1:$port/nbd.img" \
-	>"$work/nbdfuse.log" 2>&1 &
-nbdfuse_pid=$!
-for _ in $(seq 100); do [ -s "$work/nbdfuse.pid" ] && break; sleep 0.1; done
+nbdfuse_on nbd.img
 # nbdfuse's file may refuse O_DIRECT: then the loop device caches.
 if losetup -f --show --direct-io=on "$NF/nbd.img" >"$work/probe" 2>/dev/null &&
 	[ "$(cat "/sys/block/$(basename "$(cat "$work/probe")")/loop/dio")" = 1 ]; then
@@ -267,9 +284,7 @@ for ((i = 1; i <= SEQ_ROUNDS; i++)); do
 	echo "bench-block: sequential round $i: write fuse ${f% *} nbd ${n% *}," \
 		"read fuse ${f#* } nbd ${n#* } (MiB/s)" >&2
 done
-fusermount3 -u "$NF"
-wait "$nbdfuse_pid"
-nbdfuse_pid=
+nbdfuse_off
 
 # PostgreSQL, local and fuse side by side, the rounds alternated.
 if [ -n "$PGBIN" ]; then
@@ -302,15 +317,15 @@ fi
 
 # The paths to a device file alone, no filesystem on top: SIZE bytes of
 # random data written (durable at the end) through the FUSE file (dd, 1 MiB)
-# and through the NBD export (nbdcopy, 4 connections, --flush), each to a
-# file of its own; then one file (the one dd wrote, so the layout in the
-# store is the same for every reader) read back, cold (another file of more
-# than CACHE bytes read first, to push it out of the block cache, and the
-# page cache dropped) through the FUSE file
-# (dd, 1 MiB, O_DIRECT), through the export (nbdcopy -C 4), and through
-# nbdfuse's file of the export (dd, 1 MiB, O_DIRECT): the client path the
-# ext4 figures take, which adds a FUSE round trip of nbdfuse's to every
-# request.
+# and through the NBD export (nbdcopy: 4 connections, its default 256 KiB
+# requests, --flush), each to a file of its own; then one file (the one dd
+# wrote, so the layout in the store is the same for every reader) read
+# back, cold (another file of more than CACHE bytes read first, to push it
+# out of the block cache, and the page cache dropped), through the FUSE
+# file (dd, 1 MiB, O_DIRECT), through the export (nbdcopy as above), and
+# through nbdfuse's file of the export (dd, 1 MiB, O_DIRECT): the client
+# path the ext4 figures take, which adds a FUSE round trip of nbdfuse's to
+# every request.
 timed()
 {
 	local t0 t1
@@ -337,11 +352,7 @@ cold()
 raw_fuse_read() { cold timed dd if="$M/.nbd/rawf.img" of=/dev/null bs=1M iflag=direct; }
 raw_nbd_read() { cold timed nbdcopy -C 4 "nbd://127.0.0.1:$port/rawf.img" null:; }
 raw_nbdfuse_read() { cold timed dd if="$NF/rawf.img" of=/dev/null bs=1M iflag=direct; }
-rm -f "$work/nbdfuse.pid"
-nbdfuse -C 4 -P "$work/nbdfuse.pid" "$NF/rawf.img" "nbd://127.0.0.1:$port/rawf.img" \
-	>>"$work/nbdfuse.log" 2>&1 &
-nbdfuse_pid=$!
-for _ in $(seq 100); do [ -s "$work/nbdfuse.pid" ] && break; sleep 0.1; done
+nbdfuse_on rawf.img
 raww_r="" rawr_r="" rawrf_r="" raww_f="" raww_n="" rawr_f="" rawr_n="" rawr_nf=""
 for ((i = 1; i <= SEQ_ROUNDS; i++)); do
 	if ((i % 2)); then
@@ -357,9 +368,7 @@ for ((i = 1; i <= SEQ_ROUNDS; i++)); do
 	echo "bench-block: device file round $i: write fuse $fw nbd $nw, read fuse $fr" \
 		"nbd $nr nbdfuse $nfr (MiB/s)" >&2
 done
-fusermount3 -u "$NF"
-wait "$nbdfuse_pid"
-nbdfuse_pid=
+nbdfuse_off
 R[raw.fuse_write]=$(median "$raww_f" 1)
 R[raw.nbd_write]=$(median "$raww_n" 1)
 R[raw.fuse_read]=$(median "$rawr_f" 1)
@@ -378,7 +387,7 @@ for k in seqwrite:MiB/s seqread:MiB/s randread:IOPS randwrite:IOPS pg_select:tps
 		"${n:--}" "$([ -n "$n" ] && ratio "$n" "$l" || echo -)"
 done
 echo
-printf '%-30s %10s %10s %6s %10s %6s\n' "device file alone, 1 MiB" fuse nbd ratio nbdfuse ratio
+printf '%-30s %10s %10s %6s %10s %6s\n' "device file alone" fuse nbd ratio nbdfuse ratio
 printf '%-30s %10s %10s %6s %10s %6s\n' "seq write (MiB/s)" "${R[raw.fuse_write]}" \
 	"${R[raw.nbd_write]}" "$(ratio "${R[raw.nbd_write]}" "${R[raw.fuse_write]}")" - -
 printf '%-30s %10s %10s %6s %10s %6s\n' "seq read (MiB/s)" "${R[raw.fuse_read]}" \
