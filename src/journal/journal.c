@@ -187,9 +187,10 @@ static void meta_key(char *out, size_t n, char kind, uint64_t seq)
 	snprintf(out, n, "meta/%s/%016" PRIx64, kind == 'L' ? "log" : "ckpt", seq);
 }
 
-/* Seal a metadata object: plen u64 | frame.  *obj is malloc'd. */
+/* Seal a metadata object: plen u64 | frame, lz4-compressed when compress
+ * is set.  *obj is malloc'd. */
 static int meta_seal(const struct seal_key *key, char kind, uint64_t seq, const void *data,
-		     size_t len, void **objp, size_t *objlen)
+		     size_t len, int compress, void **objp, size_t *objlen)
 {
 	size_t cap = 8 + seal_frame_bound(len);
 	uint8_t *obj = malloc(cap);
@@ -198,7 +199,8 @@ static int meta_seal(const struct seal_key *key, char kind, uint64_t seq, const 
 	uint8_t ad[SEAL_AD_BYTES];
 	seal_ad_meta(ad, kind, seq);
 	put_le64(obj, len);
-	ssize_t n = seal_frame_encode(key, ad, sizeof(ad), data, len, obj + 8, cap - 8, 1);
+	ssize_t n = seal_frame_encode(key, ad, sizeof(ad), data, len, obj + 8, cap - 8,
+				       compress);
 	if (n < 0) {
 		free(obj);
 		return (int)n;
@@ -248,7 +250,7 @@ static int meta_put(struct store *st, const struct seal_key *key, char kind, uin
 {
 	CLEANUP_FREE void *obj = NULL;
 	size_t olen;
-	int rc = meta_seal(key, kind, seq, data, len, &obj, &olen);
+	int rc = meta_seal(key, kind, seq, data, len, 1, &obj, &olen);
 	if (rc == 0)
 		rc = meta_store(st, kind, seq, obj, olen);
 	return rc;
@@ -699,8 +701,10 @@ static int store_pending(struct jnl *j)
 	}
 }
 
-/* Seal changeset cs (freed here) as the next log and queue it. */
-static int queue_log(struct jnl *j, void *cs, size_t len)
+/* Seal changeset cs (freed here) as the next log and queue it.  A log
+ * that carries segments is not compressed: they are sealed frames already,
+ * and lz4 would spend the barrier's time failing on them. */
+static int queue_log(struct jnl *j, void *cs, size_t len, int carried)
 {
 	struct pending_log *pl = calloc(1, sizeof(*pl));
 	if (!pl) {
@@ -708,7 +712,7 @@ static int queue_log(struct jnl *j, void *cs, size_t len)
 		return -ENOMEM;
 	}
 	pl->seq = j->seq + 1;
-	int rc = meta_seal(&j->key, 'L', pl->seq, cs, len, &pl->obj, &pl->len);
+	int rc = meta_seal(&j->key, 'L', pl->seq, cs, len, !carried, &pl->obj, &pl->len);
 	free(cs);
 	if (rc < 0) {
 		free(pl);
@@ -786,7 +790,7 @@ static int barrier(struct jnl *j)
 		if (rc == 0 && len > 0 && may_carry)
 			rc = carry_segments(j, mark, &cs, &len, &carried);
 		if (rc == 0 && len > 0) {
-			rc = queue_log(j, cs, len);
+			rc = queue_log(j, cs, len, carried);
 			if (rc == 0 && carried)
 				data_mark_carried(j->d, mark);
 		} else {
@@ -1205,7 +1209,7 @@ int jnl_snapshot_create(struct jnl *j, const char *name, uint64_t *seqp)
 	free(image);
 	CLEANUP_FREE void *obj = NULL;
 	size_t olen;
-	rc = meta_seal(&j->key, 'S', snap_ad_seq(name), plain, plen, &obj, &olen);
+	rc = meta_seal(&j->key, 'S', snap_ad_seq(name), plain, plen, 1, &obj, &olen);
 	free(plain);
 	if (rc < 0)
 		return rc;

@@ -196,10 +196,12 @@ static int make_parents(int rootfd, const char *key)
 	return 0;
 }
 
-/* A pool file no reader holds, locked (LOCK_EX), emptied and open for
- * writing, its name (relative to the root) in name: its descriptor (the
- * lock goes with its close), or -1 when there is none. */
-static int recycled_take(struct store_dir *d, char name[FREE_NAME_MAX])
+/* A pool file no reader holds, locked (LOCK_EX) and open for writing, its
+ * name (relative to the root) in name and its size in *size: its descriptor
+ * (the lock goes with its close), or -1 when there is none.  It is not
+ * emptied: the writer overwrites it and cuts what is left (see
+ * write_temp). */
+static int recycled_take(struct store_dir *d, char name[FREE_NAME_MAX], off_t *size)
 {
 	struct recycler *rc = &d->rc;
 
@@ -217,8 +219,10 @@ static int recycled_take(struct store_dir *d, char name[FREE_NAME_MAX])
 		int fd = openat(d->rootfd, r.name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0)
 			continue; /* gone (a sweep): try the next */
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && ftruncate(fd, 0) == 0) {
+		struct stat sb;
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0 && fstat(fd, &sb) == 0) {
 			memcpy(name, r.name, FREE_NAME_MAX);
+			*size = sb.st_size;
 			return fd;
 		}
 		close(fd);
@@ -241,7 +245,8 @@ static int write_temp(struct store_dir *d, const void *data, size_t len, int dur
 		      char name[FREE_NAME_MAX])
 {
 	static atomic_uint_fast64_t seq;
-	CLEANUP_CLOSE int fd = recycled_take(d, name);
+	off_t old = 0;
+	CLEANUP_CLOSE int fd = recycled_take(d, name, &old);
 	uint64_t rnd;
 	int r;
 
@@ -254,7 +259,16 @@ static int write_temp(struct store_dir *d, const void *data, size_t len, int dur
 		if (fd < 0 && errno != EEXIST)
 			return -errno;
 	}
+	/* A recycled file is overwritten in place and then cut to length, not
+	 * emptied first: its blocks are reused, and ext4 does not write back a
+	 * file truncated to zero when it is closed (auto_da_alloc), all on the
+	 * barrier's path.  Until the object is synced a crash may leave old
+	 * bytes in it where it could leave a short file before: the log's
+	 * replay writes such an object again, and a lazy put's object (a sealed
+	 * segment) fails authentication either way. */
 	r = util_write_full(fd, data, len);
+	if (r == 0 && old > (off_t)len && ftruncate(fd, (off_t)len) < 0)
+		r = -errno;
 	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
 	if (close(fd) < 0 && r == 0)

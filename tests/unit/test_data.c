@@ -321,6 +321,9 @@ struct flaky {
 	int in_get;    /* ... and say that one is waiting */
 	int gets;      /* ranged gets made */
 	uint64_t get_bytes;
+	int log_put_us;       /* index log puts take this long ... */
+	int log_puts_late;    /* ... and count those that came out of order */
+	uint64_t last_log;    /* newest log put so far */
 };
 
 static struct flaky *flaky_of(struct store *s)
@@ -349,6 +352,13 @@ static int fl_put(struct store *s, const char *k, const void *d, size_t len, int
 	if (__atomic_load_n(&f->fail_puts, __ATOMIC_SEQ_CST)) {
 		__atomic_add_fetch(&f->puts_failed, 1, __ATOMIC_SEQ_CST);
 		return -EIO;
+	}
+	unsigned long long seq;
+	if (sscanf(k, "meta/log/%llx", &seq) == 1) {
+		if (seq <= __atomic_load_n(&f->last_log, __ATOMIC_SEQ_CST))
+			__atomic_add_fetch(&f->log_puts_late, 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&f->last_log, seq, __ATOMIC_SEQ_CST);
+		usleep((useconds_t)__atomic_load_n(&f->log_put_us, __ATOMIC_SEQ_CST));
 	}
 	return store_put(f->inner, k, d, len, flags);
 }
@@ -445,6 +455,109 @@ Test(journal, failed_barrier_loses_nothing, .init = setup, .fini = teardown, .ti
 		cr_assert_eq(data_read(d, inos[i], 0, sizeof(out), out), (ssize_t)sizeof(out));
 		cr_assert_eq(memcmp(out, buf, sizeof(out)), 0, "data of round %d", i);
 	}
+	pthread_mutex_unlock(&lock);
+	data_free(d);
+	idx_close(b);
+}
+
+/* Barriers from many threads at once, with index log puts slow enough that
+ * callers pile up behind a running barrier and checkpoints are taken
+ * meanwhile: every log is put once and in sequence order, every sync that
+ * returned 0 is in the store, and recovery from the store alone reads
+ * every file back. */
+#define SYNC_THREADS 4
+#define SYNC_FILES 24
+struct syncer {
+	struct jnl *j;
+	struct data *d;
+	struct idx *x;
+	int id;
+	uint64_t inos[SYNC_FILES];
+	int failed;
+};
+
+static void fill_file(uint8_t *buf, size_t len, int id, int n)
+{
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(i * 7 + (size_t)id * 31 + (size_t)n * 131);
+}
+
+static void *syncer_main(void *arg)
+{
+	struct syncer *sy = arg;
+	uint8_t buf[20000];
+	for (int n = 0; n < SYNC_FILES; n++) {
+		fill_file(buf, sizeof(buf), sy->id, n);
+		pthread_mutex_lock(&lock);
+		struct idx_inode in = {.mode = 0100644, .nlink = 1, .size = sizeof(buf)};
+		int rc = idx_inode_create(sy->x, &in);
+		if (rc == 0)
+			rc = data_write(sy->d, in.ino, 0, buf, sizeof(buf));
+		pthread_mutex_unlock(&lock);
+		if (rc == 0)
+			rc = jnl_sync(sy->j);
+		if (rc != 0)
+			sy->failed++;
+		sy->inos[n] = in.ino;
+	}
+	return NULL;
+}
+
+Test(journal, concurrent_barriers_store_in_order, .init = setup, .fini = teardown,
+     .timeout = 120)
+{
+	struct flaky fl = {.base = {.ops = &flaky_ops, .url = "flaky"}, .inner = st,
+			   .log_put_us = 3000};
+	struct idx_inode root = {.ino = 1, .mode = 040755, .nlink = 2};
+	cr_assert_eq(idx_inode_insert(ix, &root), 0);
+	cr_assert_eq(jnl_format(st, &key, ix), 0);
+	char db[512], db2[512];
+	snprintf(db, sizeof(db), "%s/a.db", tmpdir);
+	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
+	struct idx *a;
+	uint64_t seq, ckpt;
+	cr_assert_eq(recover(&fl.base, db, "fsid", &a, &seq, &ckpt), 0);
+	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
+				.dirty_limit = 1 << 20, .epoch = 1, .compress = 1,
+				.upload_threads = 2, .store_wait_ms = 5000};
+	struct data *d = data_new(&fl.base, &key, a, &lock, &p);
+	/* A checkpoint every few logs, stored beside the barriers. */
+	struct jnl_params jp = {.checkpoint_interval = 5, .barrier_interval_ms = 0};
+	struct jnl *j = jnl_new(&fl.base, &key, a, d, &lock, &jp, seq, ckpt);
+	struct syncer sy[SYNC_THREADS];
+	pthread_t tid[SYNC_THREADS];
+	for (int t = 0; t < SYNC_THREADS; t++) {
+		sy[t] = (struct syncer){.j = j, .d = d, .x = a, .id = t};
+		cr_assert_eq(pthread_create(&tid[t], NULL, syncer_main, &sy[t]), 0);
+	}
+	for (int t = 0; t < SYNC_THREADS; t++) {
+		pthread_join(tid[t], NULL);
+		cr_assert_eq(sy[t].failed, 0, "thread %d: a barrier failed", t);
+	}
+	cr_assert_eq(fl.log_puts_late, 0, "an index log was put out of order or twice");
+	struct jnl_stats js;
+	jnl_get_stats(j, &js);
+	cr_assert_geq(js.barriers, SYNC_FILES, "barriers: %llu", (unsigned long long)js.barriers);
+	jnl_free(j);
+	data_free(d);
+	idx_close(a);
+
+	/* A crash now: the store alone has every synced file. */
+	struct idx *b;
+	cr_assert_eq(recover(st, db2, "other", &b, &seq, &ckpt), 0);
+	d = data_new(st, &key, b, &lock, &p);
+	adopt_missing(d);
+	uint8_t want[20000], got[20000];
+	pthread_mutex_lock(&lock);
+	for (int t = 0; t < SYNC_THREADS; t++)
+		for (int n = 0; n < SYNC_FILES; n++) {
+			struct idx_inode probe;
+			cr_assert_eq(idx_inode_get(b, sy[t].inos[n], &probe), 0, "file %d.%d", t, n);
+			fill_file(want, sizeof(want), t, n);
+			cr_assert_eq(data_read(d, sy[t].inos[n], 0, sizeof(got), got),
+				     (ssize_t)sizeof(got));
+			cr_assert_eq(memcmp(got, want, sizeof(got)), 0, "data of file %d.%d", t, n);
+		}
 	pthread_mutex_unlock(&lock);
 	data_free(d);
 	idx_close(b);

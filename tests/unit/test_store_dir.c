@@ -781,6 +781,8 @@ Test(store_dir, recycles_small_objects)
 	close(rfd);
 	put_str("log/4", "fourth");
 	cr_assert_eq(ino_of("log/4"), first, "the inode stayed out of use");
+	/* Overwritten in place, then cut: none of the longer object before. */
+	assert_content("log/4", "fourth");
 
 	static char big[(2u << 20) + 1];
 	memset(big, 'b', sizeof(big));
