@@ -19,8 +19,9 @@
 # and fuse stacks side by side (each data directory on an ext4 of its own,
 # two servers): pgbench -i -s SCALE, then PG_ROUNDS rounds that alternate
 # the stacks, each a select-only and a TPC-B (synchronous_commit=on, the
-# default) run of RUNTIME seconds with 8 clients; the ratios are taken
-# within each round and reported as medians with their range (this machine's
+# default) run of RUNTIME seconds with 8 clients, each run started once the
+# daemon is idle and the page cache synced; the ratios are taken within
+# each round and reported as medians with their range (this machine's
 # speed drifts by a third from one minute to the next).  Last, a device file
 # alone (no filesystem): SIZE bytes written (durable at the end) through
 # FUSE (dd) and through NBD (nbdcopy -C 4), and one file read back through
@@ -195,11 +196,33 @@ pg_setup()
 	pg_on "$port" as_pg "$PGBIN/pgbench" -n -S -c 8 -j 2 -T 3 postgres >/dev/null
 }
 pg_on() { local port=$1; shift; PGHOST=$work/run PGPORT=$port PGUSER=postgres "$@"; }
-# pg_run PORT ARGS...: one pgbench run of RUNTIME seconds; prints its tps.
+daemon_ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# settle: wait (at most 60 s) until the daemon used at most 3% of a CPU in
+# a second, then sync: a run does not pay for what the run before it left
+# (the daemon's uploads and garbage collection after a fuse run, the page
+# cache's writeback).  Prints the seconds waited.
+settle()
+{
+	local i t0 t1
+	for ((i = 0; i < 60; i++)); do
+		t0=$(daemon_ticks)
+		sleep 1
+		t1=$(daemon_ticks)
+		((t1 - t0 <= 3)) && break
+	done
+	sync
+	echo "$i"
+}
+# pg_run PORT ARGS...: one pgbench run of RUNTIME seconds, once the daemon
+# is idle; prints its tps.
 pg_run()
 {
-	local port=$1
+	local port=$1 waited
 	shift
+	waited=$(settle)
+	if ((waited > 0)); then
+		echo "bench-block: waited ${waited}s for the daemon to go idle before a run" >&2
+	fi
 	pg_on "$port" as_pg "$PGBIN/pgbench" -n "$@" -c 8 -j 2 -T "$RUNTIME" postgres | pg_tps
 }
 ratio() { python3 -c "print('%.2f' % ($1 / max($2, 1e-9)))"; }
