@@ -240,6 +240,37 @@ static void adopt_missing(struct data *d)
 	pthread_mutex_unlock(&lock);
 }
 
+/* Format the store (a root directory only) and open it through s: *a is
+ * its index in db, at *seq and *ckpt; db2 names a second database, for a
+ * recovery. */
+static void format_and_open(struct store *s, char db[512], char db2[512], struct idx **a,
+			    uint64_t *seq, uint64_t *ckpt)
+{
+	struct idx_inode root = {.ino = 1, .mode = 040755, .nlink = 2};
+	cr_assert_eq(idx_inode_insert(ix, &root), 0);
+	cr_assert_eq(jnl_format(st, &key, ix), 0);
+	snprintf(db, 512, "%s/a.db", tmpdir);
+	snprintf(db2, 512, "%s/b.db", tmpdir);
+	cr_assert_eq(recover(s, db, "fsid", a, seq, ckpt), 0);
+}
+
+/* As a crash does: drop the mount (j, d, a) and recover the index from the
+ * store alone into db, the segments its logs carry stored again.  *b and
+ * the data layer returned read what the store has. */
+static struct data *crash_and_recover(struct jnl *j, struct data *d, struct idx *a,
+				      const char *db, const char *fsid,
+				      const struct data_params *p, struct idx **b)
+{
+	uint64_t seq, ckpt;
+	jnl_free(j);
+	data_free(d);
+	idx_close(a);
+	cr_assert_eq(recover(st, db, fsid, b, &seq, &ckpt), 0);
+	d = data_new(st, &key, *b, &lock, p);
+	adopt_missing(d);
+	return d;
+}
+
 static int count_rows(struct idx *x)
 {
 	struct idx_inode in;
@@ -392,15 +423,10 @@ Test(journal, failed_barrier_loses_nothing, .init = setup, .fini = teardown, .ti
 {
 	struct flaky fl = {.base = {.ops = &flaky_ops, .url = "flaky"}, .inner = st};
 	struct store *fs_ = &fl.base;
-	struct idx_inode root = {.ino = 1, .mode = 040755, .nlink = 2};
-	cr_assert_eq(idx_inode_insert(ix, &root), 0);
-	cr_assert_eq(jnl_format(st, &key, ix), 0);
 	char db[512], db2[512];
-	snprintf(db, sizeof(db), "%s/a.db", tmpdir);
-	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
 	struct idx *a;
 	uint64_t seq, ckpt;
-	cr_assert_eq(recover(fs_, db, "fsid", &a, &seq, &ckpt), 0);
+	format_and_open(fs_, db, db2, &a, &seq, &ckpt);
 	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
 				.dirty_limit = 1 << 20, .epoch = 1, .compress = 1,
 				.upload_threads = 2, .store_wait_ms = 300};
@@ -439,15 +465,9 @@ Test(journal, failed_barrier_loses_nothing, .init = setup, .fini = teardown, .ti
 	/* The store heals: the next barrier stores everything, in order. */
 	__atomic_store_n(&fl.fail_puts, 0, __ATOMIC_SEQ_CST);
 	cr_assert_eq(jnl_sync(j), 0);
-	jnl_free(j);
-	data_free(d);
-	idx_close(a);
-
 	unlink(db2);
 	struct idx *b;
-	cr_assert_eq(recover(st, db2, "other2", &b, &seq, &ckpt), 0);
-	d = data_new(st, &key, b, &lock, &p);
-	adopt_missing(d);
+	d = crash_and_recover(j, d, a, db2, "other2", &p, &b);
 	uint8_t out[200000];
 	pthread_mutex_lock(&lock);
 	for (int i = 0; i < 2; i++) {
@@ -508,15 +528,10 @@ Test(journal, concurrent_barriers_store_in_order, .init = setup, .fini = teardow
 {
 	struct flaky fl = {.base = {.ops = &flaky_ops, .url = "flaky"}, .inner = st,
 			   .log_put_us = 3000};
-	struct idx_inode root = {.ino = 1, .mode = 040755, .nlink = 2};
-	cr_assert_eq(idx_inode_insert(ix, &root), 0);
-	cr_assert_eq(jnl_format(st, &key, ix), 0);
 	char db[512], db2[512];
-	snprintf(db, sizeof(db), "%s/a.db", tmpdir);
-	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
 	struct idx *a;
 	uint64_t seq, ckpt;
-	cr_assert_eq(recover(&fl.base, db, "fsid", &a, &seq, &ckpt), 0);
+	format_and_open(&fl.base, db, db2, &a, &seq, &ckpt);
 	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
 				.dirty_limit = 1 << 20, .epoch = 1, .compress = 1,
 				.upload_threads = 2, .store_wait_ms = 5000};
@@ -538,15 +553,10 @@ Test(journal, concurrent_barriers_store_in_order, .init = setup, .fini = teardow
 	struct jnl_stats js;
 	jnl_get_stats(j, &js);
 	cr_assert_geq(js.barriers, SYNC_FILES, "barriers: %llu", (unsigned long long)js.barriers);
-	jnl_free(j);
-	data_free(d);
-	idx_close(a);
 
 	/* A crash now: the store alone has every synced file. */
 	struct idx *b;
-	cr_assert_eq(recover(st, db2, "other", &b, &seq, &ckpt), 0);
-	d = data_new(st, &key, b, &lock, &p);
-	adopt_missing(d);
+	d = crash_and_recover(j, d, a, db2, "other", &p, &b);
 	uint8_t want[20000], got[20000];
 	pthread_mutex_lock(&lock);
 	for (int t = 0; t < SYNC_THREADS; t++)
@@ -569,15 +579,10 @@ Test(journal, concurrent_barriers_store_in_order, .init = setup, .fini = teardow
  * data readable again. */
 Test(journal, log_carries_small_segments, .init = setup, .fini = teardown, .timeout = 60)
 {
-	struct idx_inode root = {.ino = 1, .mode = 040755, .nlink = 2};
-	cr_assert_eq(idx_inode_insert(ix, &root), 0);
-	cr_assert_eq(jnl_format(st, &key, ix), 0);
 	char db[512], db2[512], path[512];
-	snprintf(db, sizeof(db), "%s/a.db", tmpdir);
-	snprintf(db2, sizeof(db2), "%s/b.db", tmpdir);
 	struct idx *a, *b;
 	uint64_t seq, ckpt;
-	cr_assert_eq(recover(st, db, "fsid", &a, &seq, &ckpt), 0);
+	format_and_open(st, db, db2, &a, &seq, &ckpt);
 	struct data_params p = {.segment_size = 1 << 20, .cache_size = 1 << 20,
 				.dirty_limit = 1 << 20, .epoch = 1, .compress = 1,
 				.upload_threads = 1, .store_wait_ms = 5000};
