@@ -263,9 +263,10 @@ static int write_temp(struct store_dir *d, const void *data, size_t len, int dur
 	 * emptied first: its blocks are reused, and ext4 does not write back a
 	 * file truncated to zero when it is closed (auto_da_alloc), all on the
 	 * barrier's path.  Until the object is synced a crash may leave old
-	 * bytes in it where it could leave a short file before: the log's
-	 * replay writes such an object again, and a lazy put's object (a sealed
-	 * segment) fails authentication either way. */
+	 * bytes in it where it could leave a short file before; neither is
+	 * trusted: the write-ahead log's replay writes a logged put's object
+	 * again, and recovery stores a lazily put segment again from the index
+	 * log that carries it (STORE_CAP_LAZY), whatever the file holds. */
 	r = util_write_full(fd, data, len);
 	if (r == 0 && old > (off_t)len && ftruncate(fd, (off_t)len) < 0)
 		r = -errno;
