@@ -133,6 +133,41 @@ echo y >>"$M/capped"
 [ -z "$(getcap "$M/capped")" ] || fail "a write kept the file's capabilities"
 setcap cap_net_raw+ep "$M/capped" # for the remount below
 
+# O_DIRECT: a device file's descriptor bypasses the kernel's page cache
+# (FOPEN_DIRECT_IO: no shared mapping); another file's takes the kernel's
+# own O_DIRECT path.  Each sees what a buffered descriptor left dirty, and
+# the buffered one sees its writes.
+mkdir -p "$M/.nbd"
+truncate -s 1M "$M/.nbd/direct"
+assert_eq "AAAA BBBB ENODEV" "$("$FSPROBE" direct "$M/.nbd/direct")" "O_DIRECT on a device file"
+assert_eq "AAAA BBBB mapped" "$("$FSPROBE" direct "$M/direct")" "O_DIRECT on another file"
+# The kernel drops no privileges before such a descriptor's writes; the
+# daemon drops those set after the open: capabilities always, the set-ID
+# bits for a writer other than root.
+truncate -s 1M "$M/.nbd/priv"
+/usr/bin/python3 - "$M/.nbd/priv" <<'EOF' || fail "privileges set after an O_DIRECT open"
+import mmap, os, subprocess, sys
+p = sys.argv[1]
+def caps():
+    return subprocess.run(["getcap", p], capture_output=True, text=True, check=True).stdout
+fd = os.open(p, os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, 4096)
+subprocess.run(["setcap", "cap_net_raw+ep", p], check=True)
+os.chmod(p, 0o6775)
+os.pwritev(fd, [buf], 0)
+assert caps() == "", "a root write kept the capabilities"
+assert os.stat(p).st_mode & 0o7777 == 0o6775, "a root write dropped the set-ID bits"
+os.chown(p, 65534, 65534)
+os.chmod(p, 0o6775)
+if os.fork() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+    os.pwritev(fd, [buf], 4096)
+    os._exit(0)
+assert os.waitpid(-1, 0)[1] == 0, "the unprivileged write failed"
+assert os.stat(p).st_mode & 0o7777 == 0o775, "an unprivileged write kept the set-ID bits"
+EOF
+
 # statfs, open-but-unlinked.
 stat -f -c %S "$M" | grep -qx 4096 || fail "statfs block size"
 "$FSPROBE" unlinked "$M/gone"

@@ -31,6 +31,9 @@
 #define FS_FORMAT 1
 #define NAME_MAX_LEN 255
 #define SYMLINK_MAX 4095
+/* The attribute the kernel looks up before every write to a file (to drop
+ * file capabilities): see no_caps in fs-int.h. */
+#define CAPS_XATTR "security.capability"
 
 static int64_t now(void)
 {
@@ -644,6 +647,95 @@ ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, siz
 	return (ssize_t)len;
 }
 
+/* The bits a write drops: set-user-ID, and set-group-ID on a
+ * group-executable file (without that it marks mandatory locking). */
+static mode_t sid_bits(mode_t mode)
+{
+	mode_t kill = mode & S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		kill |= S_ISGID;
+	return kill;
+}
+
+/* Whether ino has file capabilities.  Caller holds the lock. */
+static int has_caps(struct fs *fs, uint64_t ino)
+{
+	if (atomic_load(&fs->no_caps))
+		return 0;
+	CLEANUP_FREE void *val = NULL;
+	size_t len;
+	int rc = idx_xattr_get(fs->ix, ino, CAPS_XATTR, &val, &len);
+	return rc == -ENODATA ? 0 : rc < 0 ? rc : 1;
+}
+
+/* Whether ino is linked in /.nbd: a lookup of that directory's entries,
+ * which are few.  Caller holds the lock. */
+struct find_ino {
+	uint64_t ino;
+	int found;
+};
+
+static int find_ino_cb(void *arg, const char *name, const struct idx_inode *child, uint64_t cookie)
+{
+	struct find_ino *f = arg;
+	(void)name;
+	(void)cookie;
+	f->found = child->ino == f->ino;
+	return f->found;
+}
+
+int fs_direct_ok(struct fs *fs, uint64_t ino)
+{
+	LOCK_GUARD(&fs->lock);
+	struct idx_inode in;
+	uint64_t dir;
+	int rc = idx_inode_get(fs->ix, ino, &in);
+	if (rc < 0)
+		return rc;
+	if (!S_ISREG(in.mode) || sid_bits(in.mode))
+		return 0;
+	rc = idx_dirent_lookup(fs->ix, IDX_ROOT_INO, FS_DEVICE_DIR, &dir);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	struct find_ino f = {.ino = ino};
+	rc = idx_readdir(fs->ix, dir, 0, find_ino_cb, &f);
+	if (rc < 0)
+		return rc;
+	if (!f.found)
+		return 0;
+	rc = has_caps(fs, ino);
+	return rc < 0 ? rc : !rc;
+}
+
+int fs_drop_privs(struct fs *fs, uint64_t ino, int keep_sid)
+{
+	if (keep_sid && atomic_load(&fs->no_caps))
+		return 0; /* a loop device's writes: no lookup */
+	LOCK_GUARD(&fs->lock);
+	struct idx_inode in;
+	int rc = idx_inode_get(fs->ix, ino, &in);
+	if (rc < 0)
+		return rc;
+	mode_t kill = keep_sid ? 0 : sid_bits(in.mode);
+	int caps = has_caps(fs, ino);
+	if (caps < 0)
+		return caps;
+	if (!kill && !caps)
+		return 0;
+	rc = tx_begin(fs);
+	if (rc < 0)
+		return rc;
+	if (caps)
+		rc = idx_xattr_remove(fs->ix, ino, CAPS_XATTR);
+	if (rc == 0) {
+		in.mode &= ~kill;
+		in.ctime = now();
+		rc = idx_inode_update(fs->ix, &in);
+	}
+	rc = tx_end(fs, rc);
+	return rc < 0 ? rc : 1;
+}
+
 int fs_sync(struct fs *fs)
 {
 	pthread_mutex_lock(&fs->lock);
@@ -826,10 +918,6 @@ int fs_statfs(struct fs *fs, struct statvfs *out)
 }
 
 /* ---- xattrs ---- */
-
-/* The attribute the kernel looks up before every write to a file (to drop
- * file capabilities): see no_caps in fs-int.h. */
-#define CAPS_XATTR "security.capability"
 
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *val, size_t len,
 		int flags)

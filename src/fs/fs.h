@@ -88,6 +88,19 @@ int fs_readlink(struct fs *fs, uint64_t ino, char **target);
 /* Data.  fs_read returns the bytes read (short at end of file). */
 ssize_t fs_read(struct fs *fs, uint64_t ino, uint64_t off, size_t len, void *buf);
 ssize_t fs_write(struct fs *fs, uint64_t ino, uint64_t off, const void *buf, size_t len);
+/* The directory of device files, in the root (zerofs-fuse(8), DEVICES). */
+#define FS_DEVICE_DIR ".nbd"
+
+/* Whether a descriptor of ino opened with O_DIRECT may bypass the kernel's
+ * page cache (zfuse.c): ino is a device file (a regular file in /.nbd)
+ * without set-user-ID, set-group-ID or file capabilities.  1, 0 or -errno. */
+int fs_direct_ok(struct fs *fs, uint64_t ino);
+/* For a write the kernel passes on without looking at the file (one
+ * through such a descriptor): drop the file's capabilities and, unless
+ * keep_sid, its set-user-ID bit and its set-group-ID bit if group-executable,
+ * as the kernel drops them before its own writes.  1 when something was
+ * dropped (the kernel's cached mode is then stale), 0, or -errno. */
+int fs_drop_privs(struct fs *fs, uint64_t ino, int keep_sid);
 /* A barrier: everything written so far is in the store when it returns 0. */
 int fs_sync(struct fs *fs);
 int fs_fallocate(struct fs *fs, uint64_t ino, int mode, uint64_t off, uint64_t len);

@@ -360,6 +360,44 @@ static void open_stats(fuse_req_t req, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+/* Drop the kernel's cache of ino: its attributes, and its pages in
+ * [off, off + len) (len 0: to the end) unless off is negative. */
+static void notify_inval(struct zfuse *zf, uint64_t ino, off_t off, off_t len)
+{
+	if (!zf->se)
+		return;
+	int rc = 0;
+	pthread_rwlock_rdlock(&zf->notify_lock);
+	if (!zf->notify_closed)
+		rc = fuse_lowlevel_notify_inval_inode(zf->se, ino, off, len);
+	pthread_rwlock_unlock(&zf->notify_lock);
+	/* -ENOENT: the kernel holds no such inode, so nothing is cached. */
+	if (rc < 0 && rc != -ENOENT)
+		log_debug("cannot invalidate the kernel's cache of inode %" PRIu64 ": %s", ino,
+			  strerror(-rc));
+}
+
+/* A device file opened with O_DIRECT bypasses the kernel's page cache
+ * (FOPEN_DIRECT_IO).  On the kernel's own O_DIRECT path each write costs
+ * two more requests under the file's lock: a GETXATTR of
+ * security.capability (file_remove_privs) and, under the writeback cache,
+ * a SETATTR of the times at the next fsync.  A loop device with direct I/O
+ * on opens its file so (losetup --direct-io=on), and its flushes and writes
+ * queue behind that lock (zerofs-fuse(8), LOOP DEVICES).  The kernel then
+ * keeps no times for those writes and drops no privileges before them:
+ * only device files qualify, as NBD writes leave their times too, and
+ * zf_write drops privileges that were set after the open.  Such a
+ * descriptor cannot be mapped shared (ENODEV). */
+#define FH_DIRECT 1
+
+static void set_direct(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	if ((fi->flags & O_DIRECT) && fs_direct_ok(get_fs(req), ino) == 1) {
+		fi->direct_io = 1;
+		fi->fh = FH_DIRECT;
+	}
+}
+
 static void zf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	if (ino == STATS_INO) {
@@ -380,6 +418,7 @@ static void zf_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->keep_cache = keep_cache_ok && !(fi->flags & O_TRUNC);
+	set_direct(req, ino, fi);
 	fuse_reply_open(req, fi);
 }
 
@@ -397,6 +436,7 @@ static void zf_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e;
 	to_entry(&in, &e);
 	fi->keep_cache = 1;
+	set_direct(req, e.ino, fi);
 	fuse_reply_create(req, &e, fi);
 }
 
@@ -453,6 +493,17 @@ static void zf_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void zf_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
+	if (fi->fh == FH_DIRECT) {
+		/* The writer's uid 0 stands for its CAP_FSETID, which keeps
+		 * the set-ID bits: the daemon cannot see capabilities. */
+		int rc = fs_drop_privs(get_fs(req), ino, fuse_req_ctx(req)->uid == 0);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		if (rc > 0) /* its mode: the kernel keeps it for ATTR_TIMEOUT */
+			notify_inval(fuse_req_userdata(req), ino, -1, 0);
+	}
 	ssize_t n = fs_write(get_fs(req), ino, (uint64_t)off, buf, size);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
@@ -973,18 +1024,8 @@ int zfuse_loop(struct zfuse *zf, const struct cfg *cfg)
 
 void zfuse_invalidate(void *arg, uint64_t ino, uint64_t off, uint64_t len)
 {
-	struct zfuse *zf = arg;
-	if (!zf->se || off > INT64_MAX || len > INT64_MAX)
-		return;
-	int rc = 0;
-	pthread_rwlock_rdlock(&zf->notify_lock);
-	if (!zf->notify_closed)
-		rc = fuse_lowlevel_notify_inval_inode(zf->se, ino, (off_t)off, (off_t)len);
-	pthread_rwlock_unlock(&zf->notify_lock);
-	/* -ENOENT: the kernel holds no such inode, so nothing is cached. */
-	if (rc < 0 && rc != -ENOENT)
-		log_debug("cannot invalidate the kernel's cache of inode %" PRIu64 ": %s", ino,
-			  strerror(-rc));
+	if (off <= INT64_MAX && len <= INT64_MAX)
+		notify_inval(arg, ino, (off_t)off, (off_t)len);
 }
 
 void zfuse_free(struct zfuse *zf)

@@ -266,7 +266,7 @@ static int ex_lookup(void *arg, const char *name, int select, uint64_t *size)
 
 	if (stopping(c->s))
 		return -ESHUTDOWN;
-	int rc = fs_lookup(fs, IDX_ROOT_INO, ".nbd", &dir);
+	int rc = fs_lookup(fs, IDX_ROOT_INO, FS_DEVICE_DIR, &dir);
 	if (rc < 0)
 		return rc;
 	rc = fs_lookup(fs, dir.ino, name, &in);
@@ -312,7 +312,7 @@ static int ex_list(void *arg, int (*emit)(void *ctx, const char *name), void *ct
 	struct conn *c = arg;
 	struct fs *fs = c->s->fs;
 	struct idx_inode dir;
-	int rc = fs_lookup(fs, IDX_ROOT_INO, ".nbd", &dir);
+	int rc = fs_lookup(fs, IDX_ROOT_INO, FS_DEVICE_DIR, &dir);
 	if (rc == -ENOENT)
 		return 0;
 	if (rc < 0)
@@ -1025,10 +1025,10 @@ static int listen_unix(struct nbds *s, const char *path)
 static int make_nbd_dir(struct fs *fs)
 {
 	struct idx_inode in;
-	int rc = fs_lookup(fs, IDX_ROOT_INO, ".nbd", &in);
+	int rc = fs_lookup(fs, IDX_ROOT_INO, FS_DEVICE_DIR, &in);
 	if (rc == -ENOENT) {
 		struct fs_ctx ctx = {.uid = getuid(), .gid = getgid(), .umask = 0};
-		rc = fs_mkdir(fs, &ctx, IDX_ROOT_INO, ".nbd", S_IFDIR | 0755, &in);
+		rc = fs_mkdir(fs, &ctx, IDX_ROOT_INO, FS_DEVICE_DIR, S_IFDIR | 0755, &in);
 	}
 	if (rc < 0) {
 		log_error("nbd: cannot create /.nbd: %s", strerror(-rc));

@@ -10,6 +10,11 @@
  *   fsprobe writesync FILE SIZE SEED           writes SIZE bytes of a seeded
  *                                              pattern, fsync, prints a checksum
  *   fsprobe sum FILE                            prints the checksum of FILE
+ *   fsprobe direct FILE                         an O_DIRECT descriptor beside a
+ *                                              buffered one: prints what each
+ *                                              read back, and the errno name of
+ *                                              a shared mapping of the O_DIRECT
+ *                                              one (or "mapped")
  *
  * Exit status 0 on success; errors are printed with the errno name. */
 #define _GNU_SOURCE
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -210,6 +216,42 @@ static int do_sum(char **a)
 	return 0;
 }
 
+/* Writes through a buffered descriptor (left dirty), reads them through an
+ * O_DIRECT one; writes through that, reads back through the first. */
+static int do_direct(char **a)
+{
+	int fd = open(a[0], O_CREAT | O_RDWR, 0644);
+	if (fd < 0)
+		return die("open");
+	char got[2][5] = {"", ""};
+	static char dirty[8192];
+	memset(dirty, 'A', sizeof(dirty));
+	if (pwrite(fd, dirty, sizeof(dirty), 0) != (ssize_t)sizeof(dirty))
+		return die("pwrite");
+	int dfd = open(a[0], O_RDWR | O_DIRECT);
+	if (dfd < 0)
+		return die("open O_DIRECT");
+	void *buf = NULL;
+	if (posix_memalign(&buf, 4096, 4096) != 0)
+		return die("posix_memalign");
+	if (pread(dfd, buf, 4096, 4096) != 4096)
+		return die("pread O_DIRECT");
+	memcpy(got[0], buf, 4);
+	memset(buf, 'B', 4096);
+	if (pwrite(dfd, buf, 4096, 0) != 4096)
+		return die("pwrite O_DIRECT");
+	if (pread(fd, got[1], 4, 0) != 4)
+		return die("pread");
+	void *map = mmap(NULL, 4096, PROT_READ, MAP_SHARED, dfd, 0);
+	const char *mapped = map == MAP_FAILED ? strerrorname_np(errno) : "mapped";
+	if (map != MAP_FAILED)
+		munmap(map, 4096);
+	printf("%s %s %s\n", got[0], got[1], mapped ? mapped : "?");
+	free(buf);
+	close(dfd);
+	return close(fd) < 0 ? die("close") : 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct {
@@ -221,6 +263,7 @@ int main(int argc, char **argv)
 		{"falloc", 4, do_falloc},   {"mkfiles", 2, do_mkfiles},
 		{"unlinked", 1, do_unlinked}, {"pwrite", 3, do_pwrite},
 		{"writesync", 3, do_writesync}, {"sum", 1, do_sum},
+		{"direct", 1, do_direct},
 	};
 	for (size_t i = 0; argc > 1 && i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(argv[1], cmds[i].name) == 0) {
