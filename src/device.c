@@ -17,8 +17,8 @@
 
 #include "common/util.h"
 #include "device.h"
+#include "fs/fs.h"
 
-#define NBD_DIR ".nbd"
 #define STATS_FILE ".zerofs-stats"
 
 int dev_parse_size(const char *s, uint64_t *out)
@@ -63,7 +63,7 @@ static int open_nbd_dir(const char *mountpoint)
 			mountpoint, strerror(-rc));
 		return rc;
 	}
-	snprintf(path, sizeof(path), "%s/" NBD_DIR, mountpoint);
+	snprintf(path, sizeof(path), "%s/" FS_DEVICE_DIR, mountpoint);
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
 		int rc = -errno;
@@ -101,11 +101,13 @@ int dev_create(const char *mountpoint, const char *name, uint64_t size)
 	if (fd < 0) {
 		rc = -errno;
 		if (rc == -EEXIST)
-			fprintf(stderr, "zerofs-fuse: device %s already exists in %s/" NBD_DIR "\n",
+			fprintf(stderr,
+				"zerofs-fuse: device %s already exists in %s/" FS_DEVICE_DIR "\n",
 				name, mountpoint);
 		else
 			fprintf(stderr,
-				"zerofs-fuse: cannot create device %s in %s/" NBD_DIR ": %s\n",
+				"zerofs-fuse: cannot create device %s in %s/" FS_DEVICE_DIR
+				": %s\n",
 				name, mountpoint, strerror(-rc));
 		return rc;
 	}
@@ -185,7 +187,7 @@ int dev_list(const char *mountpoint, FILE *out)
 	int n = scandirat(dir, ".", &names, NULL, alphasort);
 	if (n < 0) {
 		int rc = -errno;
-		fprintf(stderr, "zerofs-fuse: cannot read %s/" NBD_DIR ": %s\n", mountpoint,
+		fprintf(stderr, "zerofs-fuse: cannot read %s/" FS_DEVICE_DIR ": %s\n", mountpoint,
 			strerror(-rc));
 		return rc;
 	}
@@ -220,10 +222,11 @@ static int open_device(int dir, const char *mountpoint, const char *name)
 	if (fd >= 0)
 		close(fd);
 	if (rc == -ENOENT)
-		fprintf(stderr, "zerofs-fuse: no device %s in %s/" NBD_DIR "\n", name, mountpoint);
+		fprintf(stderr, "zerofs-fuse: no device %s in %s/" FS_DEVICE_DIR "\n", name,
+			mountpoint);
 	else if (rc == -EISDIR || rc == -ELOOP)
-		fprintf(stderr, "zerofs-fuse: %s/" NBD_DIR "/%s is not a device file\n", mountpoint,
-			name);
+		fprintf(stderr, "zerofs-fuse: %s/" FS_DEVICE_DIR "/%s is not a device file\n",
+			mountpoint, name);
 	else
 		fprintf(stderr, "zerofs-fuse: device %s: %s\n", name, strerror(-rc));
 	return rc;
@@ -273,15 +276,15 @@ int dev_remove(const char *mountpoint, const char *name)
 	if (fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		rc = -errno;
 		if (rc == -ENOENT)
-			fprintf(stderr, "zerofs-fuse: no device %s in %s/" NBD_DIR "\n", name,
+			fprintf(stderr, "zerofs-fuse: no device %s in %s/" FS_DEVICE_DIR "\n", name,
 				mountpoint);
 		else
 			fprintf(stderr, "zerofs-fuse: device %s: %s\n", name, strerror(-rc));
 		return rc;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		fprintf(stderr, "zerofs-fuse: %s/" NBD_DIR "/%s is not a device file\n", mountpoint,
-			name);
+		fprintf(stderr, "zerofs-fuse: %s/" FS_DEVICE_DIR "/%s is not a device file\n",
+			mountpoint, name);
 		return -EISDIR;
 	}
 	if (unlinkat(dir, name, 0) < 0) {

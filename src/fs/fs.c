@@ -668,8 +668,6 @@ static int has_caps(struct fs *fs, uint64_t ino)
 	return rc == -ENODATA ? 0 : rc < 0 ? rc : 1;
 }
 
-/* Whether ino is linked in /.nbd: a lookup of that directory's entries,
- * which are few.  Caller holds the lock. */
 struct find_ino {
 	uint64_t ino;
 	int found;
@@ -684,25 +682,31 @@ static int find_ino_cb(void *arg, const char *name, const struct idx_inode *chil
 	return f->found;
 }
 
+/* Whether ino is linked in /.nbd: a walk of that directory's entries,
+ * which are few.  1, 0 or -errno; caller holds the lock. */
+static int in_device_dir(struct fs *fs, uint64_t ino)
+{
+	uint64_t dir;
+	int rc = idx_dirent_lookup(fs->ix, IDX_ROOT_INO, FS_DEVICE_DIR, &dir);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	struct find_ino f = {.ino = ino};
+	rc = idx_readdir(fs->ix, dir, 0, find_ino_cb, &f);
+	return rc < 0 ? rc : f.found;
+}
+
 int fs_direct_ok(struct fs *fs, uint64_t ino)
 {
 	LOCK_GUARD(&fs->lock);
 	struct idx_inode in;
-	uint64_t dir;
 	int rc = idx_inode_get(fs->ix, ino, &in);
 	if (rc < 0)
 		return rc;
 	if (!S_ISREG(in.mode) || sid_bits(in.mode))
 		return 0;
-	rc = idx_dirent_lookup(fs->ix, IDX_ROOT_INO, FS_DEVICE_DIR, &dir);
-	if (rc < 0)
-		return rc == -ENOENT ? 0 : rc;
-	struct find_ino f = {.ino = ino};
-	rc = idx_readdir(fs->ix, dir, 0, find_ino_cb, &f);
-	if (rc < 0)
+	rc = in_device_dir(fs, ino);
+	if (rc <= 0)
 		return rc;
-	if (!f.found)
-		return 0;
 	rc = has_caps(fs, ino);
 	return rc < 0 ? rc : !rc;
 }
